@@ -1,0 +1,159 @@
+//! HTTP routing: JSON-RPC paths go to the jsonrpsee service (one method, `call`, as
+//! Odoo's envelope has it), with the path and session cookie passed along as a request
+//! extension; plain routes (`/health`, `/web/session/logout`) are answered here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use jsonrpsee::RpcModule;
+use jsonrpsee::server::{HttpBody, ServerConfig, StopHandle, TowerServiceBuilder};
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use serde_json::{Value, json};
+use tower::Service;
+
+use super::error::OdooError;
+use super::{App, methods, version};
+
+/// Largest request body accepted (larger: HTTP 413 with a JSON-RPC error).
+pub const MAX_BODY: u32 = 1 << 20;
+
+/// What the RPC handler needs to know about the HTTP request.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub path: String,
+    /// The `session_id` cookie the client sent.
+    pub session: Option<String>,
+    /// The id a new session gets if this request authenticates.
+    pub new_session: String,
+}
+
+fn is_rpc_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/jsonrpc"
+            | "/web/webclient/version_info"
+            | "/web/session/authenticate"
+            | "/web/session/get_session_info"
+            | "/web/session/destroy"
+            | "/web/dataset/call_kw"
+    ) || path.starts_with("/web/dataset/call_kw/")
+}
+
+fn session_cookie(req: &Request<Incoming>) -> Option<String> {
+    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+        |c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == "session_id" && !v.is_empty()).then(|| v.to_string())
+        },
+    )
+}
+
+fn new_session_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 20] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The jsonrpsee module: the single `call` method every Odoo request uses.
+pub fn rpc_module(app: Arc<App>) -> RpcModule<App> {
+    let mut module = RpcModule::from_arc(app);
+    // Registering a fixed, unique name on a fresh module cannot fail.
+    let _ = module.register_async_method("call", |params: Params<'static>, app, ext| async move {
+        let ctx = ext.get::<RequestCtx>().cloned();
+        let params: Value = params.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+        let result = match ctx {
+            Some(ctx) => rpc(&app, &ctx, &params).await,
+            None => Err(OdooError::NotFound("no route".into())),
+        };
+        result.map_err(|e| {
+            tracing::debug!(error = %e, "call refused");
+            ErrorObjectOwned::from(e)
+        })
+    });
+    module
+}
+
+async fn rpc(app: &App, ctx: &RequestCtx, params: &Value) -> Result<Value, OdooError> {
+    let session_uid = || ctx.session.as_deref().and_then(|s| app.session_uid(s)).ok_or(OdooError::SessionExpired);
+    let s = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or_default();
+    match ctx.path.as_str() {
+        "/jsonrpc" => methods::jsonrpc(app, params).await,
+        "/web/webclient/version_info" => Ok(version()),
+        "/web/session/authenticate" => match app.login(s("db"), s("login"), s("password")) {
+            Some(_) => {
+                app.open_session(&ctx.new_session);
+                Ok(app.session_info())
+            }
+            None => Err(OdooError::AccessDenied),
+        },
+        "/web/session/get_session_info" => session_uid().map(|_| app.session_info()),
+        "/web/session/destroy" => {
+            if let Some(id) = &ctx.session {
+                app.close_session(id);
+            }
+            Ok(Value::Null)
+        }
+        _ => {
+            session_uid()?;
+            methods::call_kw(app, params).await
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<HttpBody> {
+    let mut resp = Response::new(HttpBody::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The jsonrpsee service configuration: HTTP only, 1 MiB bodies.
+pub fn service_builder() -> TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity> {
+    let config = ServerConfig::builder().http_only().max_request_body_size(MAX_BODY).max_connections(10_000).build();
+    jsonrpsee::server::Server::builder().set_config(config).to_service_builder()
+}
+
+/// Handles one HTTP request.
+pub async fn handle(
+    app: Arc<App>,
+    builder: TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity>,
+    methods: jsonrpsee::Methods,
+    stop: StopHandle,
+    mut req: Request<Incoming>,
+) -> Result<Response<HttpBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET && path == "/health" {
+        return Ok(json_response(StatusCode::OK, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
+    }
+    if path == "/web/session/logout" {
+        if let Some(id) = session_cookie(&req) {
+            app.close_session(&id);
+        }
+        let mut resp = Response::new(HttpBody::empty());
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/web/login"));
+        return Ok(resp);
+    }
+    if !is_rpc_path(&path) {
+        return Ok(json_response(StatusCode::NOT_FOUND, json!({"error": format!("no route {path}")})));
+    }
+    let ctx = RequestCtx { session: session_cookie(&req), new_session: new_session_id(), path };
+    req.extensions_mut().insert(ctx.clone());
+    let mut svc = builder.build(methods, stop);
+    let mut resp = match svc.call(req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(error = %e, "JSON-RPC service failed");
+            json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error"}))
+        }
+    };
+    if ctx.path == "/web/session/authenticate" && app.session_uid(&ctx.new_session).is_some() {
+        let cookie = format!("session_id={}; HttpOnly; Path=/; SameSite=Lax", ctx.new_session);
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    Ok(resp)
+}

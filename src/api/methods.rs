@@ -1,0 +1,302 @@
+//! Service and model dispatch: `common.*`, `object.execute[_kw]`, `call_kw`, and the
+//! methods of each model.
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use super::args::Args;
+use super::error::OdooError;
+use super::orm::{self, Reader};
+use super::{App, version};
+use crate::model::connector::{self, Action};
+use crate::model::domain::Domain;
+use crate::model::parse_datetime;
+
+/// `/jsonrpc` with `{service, method, args}`.
+pub async fn jsonrpc(app: &App, params: &Value) -> Result<Value, OdooError> {
+    let service = params.get("service").and_then(Value::as_str).unwrap_or_default();
+    let method = params.get("method").and_then(Value::as_str).unwrap_or_default();
+    let empty = Vec::new();
+    let args = params.get("args").and_then(Value::as_array).unwrap_or(&empty);
+    let str_arg = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or_default();
+    match (service, method) {
+        ("common", "version") => Ok(version()),
+        ("common", "about") => {
+            Ok(json!(format!("See http://openerp.com (mts-connector {})", env!("CARGO_PKG_VERSION"))))
+        }
+        ("common", "login" | "authenticate") => {
+            Ok(app.login(str_arg(0), str_arg(1), str_arg(2)).map_or(Value::Bool(false), Value::from))
+        }
+        ("object", "execute" | "execute_kw") => {
+            let uid = args.get(1).and_then(Value::as_u64);
+            if args.len() < 5 {
+                return Err(OdooError::Type(format!("{method}() takes (db, uid, password, model, method, ...)")));
+            }
+            if app.login(str_arg(0), &app.api_login, str_arg(2)).is_none() || uid != Some(super::UID) {
+                return Err(OdooError::AccessDenied);
+            }
+            let (model, model_method) = (str_arg(3), str_arg(4));
+            let empty_kwargs = Map::new();
+            if method == "execute" {
+                call(app, model, model_method, &args[5..], &empty_kwargs).await
+            } else {
+                let call_args = match args.get(5) {
+                    None | Some(Value::Null) => &empty,
+                    Some(Value::Array(a)) => a,
+                    Some(_) => return Err(OdooError::Type("execute_kw(): args must be a list".into())),
+                };
+                let kwargs = match args.get(6) {
+                    None | Some(Value::Null) => &empty_kwargs,
+                    Some(Value::Object(k)) => k,
+                    Some(_) => return Err(OdooError::Type("execute_kw(): kwargs must be a dictionary".into())),
+                };
+                call(app, model, model_method, call_args, kwargs).await
+            }
+        }
+        ("common" | "object" | "db", _) => {
+            Err(OdooError::Attribute(format!("The method {service}.{method} is not available on this server")))
+        }
+        _ => Err(OdooError::NotFound(format!("No such service {service:?}: this server offers common and object"))),
+    }
+}
+
+/// `/web/dataset/call_kw` with `{model, method, args, kwargs}`.
+pub async fn call_kw(app: &App, params: &Value) -> Result<Value, OdooError> {
+    let model = params.get("model").and_then(Value::as_str).unwrap_or_default();
+    let method = params.get("method").and_then(Value::as_str).unwrap_or_default();
+    let empty = Vec::new();
+    let empty_kwargs = Map::new();
+    let args = params.get("args").and_then(Value::as_array).unwrap_or(&empty);
+    let kwargs = params.get("kwargs").and_then(Value::as_object).unwrap_or(&empty_kwargs);
+    call(app, model, method, args, kwargs).await
+}
+
+/// One model method.
+pub async fn call(
+    app: &App,
+    model: &str,
+    method: &str,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<Value, OdooError> {
+    let a = Args::new(method, args, kwargs);
+    if model == "ir.model" {
+        return ir_model(method, &a);
+    }
+    let def = orm::model_def(model)
+        .ok_or_else(|| OdooError::Key(format!("Model {model:?} does not exist on this server")))?;
+    let reader = Reader { store: &app.store, model: def };
+    let now = Utc::now();
+    let value = match method {
+        "fields_get" => {
+            let only = a.fields(0, "allfields")?;
+            let attributes = a.fields(1, "attributes")?;
+            orm::fields_get(def, only.as_deref(), attributes.as_deref())
+        }
+        "default_get" => orm::default_get(def, a.fields(0, "fields_list")?.as_deref()),
+        "search" | "search_count" => {
+            let hits = reader.search(
+                a.get(0, "domain"),
+                a.opt_usize(1, "offset")?.unwrap_or(0),
+                a.opt_usize(2, "limit")?,
+                a.opt_str(3, "order")?,
+            )?;
+            if method == "search_count" || a.flag(4, "count") {
+                Value::from(hits.len())
+            } else {
+                hits.iter().map(|r| Value::from(r.id)).collect()
+            }
+        }
+        "search_read" => {
+            let fields = a.fields(1, "fields")?;
+            if let Some(f) = &fields {
+                reader.check_fields(f)?;
+            }
+            let hits = reader.search(
+                a.get(0, "domain"),
+                a.opt_usize(2, "offset")?.unwrap_or(0),
+                a.opt_usize(3, "limit")?,
+                a.opt_str(4, "order")?,
+            )?;
+            hits.iter().map(|r| reader.render(r, fields.as_deref())).collect::<Result<Vec<_>, _>>()?.into()
+        }
+        "read" => reader.read(&a.ids(0, "ids")?, a.fields(1, "fields")?.as_deref())?.into(),
+        "name_get" => {
+            let recs = reader.records(&a.ids(0, "ids")?)?;
+            recs.iter().map(|r| json!([r.id, orm::display_name(def, r)])).collect()
+        }
+        "name_search" => {
+            let name = a.opt_str(0, "name")?.unwrap_or_default();
+            let limit = a.opt_usize(3, "limit")?.or(Some(100));
+            let field = def.rec_name.unwrap_or("id");
+            let domain = json!([[field, "ilike", name]]);
+            let hits = reader.search(Some(&domain), 0, limit, None)?;
+            hits.iter().map(|r| json!([r.id, orm::display_name(def, r)])).collect()
+        }
+        "create" => {
+            let input = a.get(0, "vals_list").or_else(|| a.get(0, "vals"));
+            let vals: Vec<&Map<String, Value>> = match input {
+                Some(Value::Object(v)) => vec![v],
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .map(|v| {
+                        v.as_object()
+                            .ok_or_else(|| OdooError::Type("create(): each item must be a dictionary of values".into()))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(OdooError::Type("create() takes a dictionary of values or a list of them".into())),
+            };
+            let ids = orm::create(&app.store, def, &vals, now)?;
+            app.store.flush().await?;
+            log_change(def.name, "create", &ids);
+            if matches!(input, Some(Value::Object(_))) { Value::from(ids[0]) } else { ids.into() }
+        }
+        "write" => {
+            let ids = a.ids(0, "ids")?;
+            let vals = a
+                .object(1, "vals")?
+                .ok_or_else(|| OdooError::Type("write() takes the ids and a dictionary of values".into()))?;
+            orm::write(&app.store, def, &ids, vals, now)?;
+            app.store.flush().await?;
+            log_change(def.name, "write", &ids);
+            Value::Bool(true)
+        }
+        "unlink" => {
+            let ids = a.ids(0, "ids")?;
+            orm::unlink(&app.store, def, &ids)?;
+            app.store.flush().await?;
+            log_change(def.name, "unlink", &ids);
+            Value::Bool(true)
+        }
+        _ if def.name == connector::MODEL => return connector_method(app, method, &a).await,
+        _ => return Err(unknown_method(model, method)),
+    };
+    Ok(value)
+}
+
+fn unknown_method(model: &str, method: &str) -> OdooError {
+    OdooError::Attribute(format!("The method {method:?} does not exist on the model {model:?}"))
+}
+
+fn log_change(model: &str, what: &str, ids: &[u64]) {
+    tracing::info!(model, what, ids = ?ids, "records changed");
+}
+
+/// The methods only connectors have: copy, the job actions, the request preview.
+async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
+    let def = &connector::CONNECTOR;
+    let now = Utc::now();
+    let action = match method {
+        "action_start" => Some(Action::Start),
+        "action_stop" => Some(Action::Stop),
+        "action_restart" => Some(Action::Restart),
+        "mts_action_trigger" => Some(Action::Toggle),
+        _ => None,
+    };
+    if let Some(action) = action {
+        let ids = a.ids(0, "ids")?;
+        orm::update_each(&app.store, def, &ids, now, |rec| {
+            let status = connector::transition(rec, action)?;
+            rec.set("job_status", status);
+            Ok(())
+        })?;
+        app.store.flush().await?;
+        tracing::info!(connector_ids = ?ids, method, "connector job status changed");
+        return Ok(Value::Bool(true));
+    }
+    match method {
+        "copy" => {
+            let ids = a.ids(0, "id")?;
+            let [id] = ids[..] else {
+                return Err(OdooError::Value("copy() takes exactly one record id".into()));
+            };
+            let overrides = a.object(1, "default")?;
+            let new_id = copy_connector(app, id, overrides, now)?;
+            app.store.flush().await?;
+            log_change(def.name, "copy", &[new_id]);
+            Ok(Value::from(new_id))
+        }
+        "preview_mts_request" => {
+            let reader = Reader { store: &app.store, model: def };
+            let recs = reader.records(&a.ids(0, "ids")?)?;
+            let start = a.opt_str(1, "window_start")?.map(parse_datetime).transpose().map_err(OdooError::Value)?;
+            let end = a.opt_str(2, "window_end")?.map(parse_datetime).transpose().map_err(OdooError::Value)?;
+            let mut out = Vec::with_capacity(recs.len());
+            for rec in recs {
+                let (ws, we) = crate::engine::window::preview_window(&rec, start, end, now);
+                if ws >= we {
+                    return Err(OdooError::Value("window_end must be after window_start".into()));
+                }
+                let input = match rec.str("input_type") {
+                    Some("custom") => crate::mts::Input::Records(&[]),
+                    _ => crate::mts::Input::Odk { start: ws, end: we },
+                };
+                out.push(crate::mts::build_request(&rec, input, None, crate::mts::Secrets::Mask, now));
+            }
+            Ok(if out.len() == 1 { out.remove(0) } else { Value::Array(out) })
+        }
+        _ => Err(unknown_method(def.name, method)),
+    }
+}
+
+fn copy_connector(
+    app: &App,
+    id: u64,
+    overrides: Option<&Map<String, Value>>,
+    now: chrono::DateTime<Utc>,
+) -> Result<u64, OdooError> {
+    let def = &connector::CONNECTOR;
+    let original = Reader { store: &app.store, model: def }.records(&[id])?.remove(0);
+    let mut rec = (*original).clone();
+    let name = rec.str("name").unwrap_or_default().to_string();
+    rec.set("name", format!("{name} (copy)"));
+    rec.set("job_status", "draft");
+    for field in ["last_run_id", "next_run_at"] {
+        rec.values.remove(field);
+    }
+    if let Some(vals) = overrides {
+        crate::model::apply_vals(def, &mut rec, vals)?;
+    }
+    crate::model::check_required(def, &rec)?;
+    connector::validate(&rec, now)?;
+    let stamp = crate::model::format_datetime(now);
+    rec.set("create_date", stamp.clone());
+    rec.set("write_date", stamp);
+    let _guard = app.store.write_lock();
+    rec.id = app.store.next_id(def.name)?;
+    let new_id = rec.id;
+    app.store.put(def.name, rec)?;
+    Ok(new_id)
+}
+
+/// `ir.model`: the models this server holds, for clients that look them up first.
+fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
+    let rows: Vec<Value> = orm::models()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"id": i + 1, "model": m.name, "name": m.description, "state": "base", "transient": false}))
+        .collect();
+    let domain = a
+        .get(0, "domain")
+        .map(Domain::parse)
+        .transpose()
+        .map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?;
+    let ids_arg = if method == "read" { Some(a.ids(0, "ids")?) } else { None };
+    let hits: Vec<&Value> = rows
+        .iter()
+        .filter(|r| {
+            domain.as_ref().is_none_or(|d| d.matches(&|f| vec![r.get(f).cloned().unwrap_or(Value::Bool(false))]))
+        })
+        .filter(|r| ids_arg.as_ref().is_none_or(|ids| r["id"].as_u64().is_some_and(|id| ids.contains(&id))))
+        .collect();
+    match method {
+        "search" => Ok(hits.iter().map(|r| r["id"].clone()).collect()),
+        "search_count" => Ok(Value::from(hits.len())),
+        "search_read" | "read" => Ok(hits.into_iter().cloned().collect()),
+        "fields_get" => Ok(json!({
+            "model": {"type": "char", "string": "Model", "required": true, "readonly": true},
+            "name": {"type": "char", "string": "Model Description", "required": true, "readonly": true},
+        })),
+        _ => Err(unknown_method("ir.model", method)),
+    }
+}

@@ -1,0 +1,342 @@
+//! The generic model methods every Odoo client expects (`fields_get`, `search`,
+//! `read`, `create`, `write`, `unlink`, `copy`, ...), over any [`ModelDef`].
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::error::OdooError;
+use crate::model::domain::{self, Domain};
+use crate::model::fields::{FieldType, ModelDef, Record};
+use crate::model::{self, ModelError, format_datetime};
+use crate::store::Store;
+
+/// Every model the service holds, for lookups by name.
+static MODELS: [&ModelDef; 3] = [&model::connector::CONNECTOR, &model::run::RUN, &model::delivery::DELIVERY];
+
+pub fn models() -> &'static [&'static ModelDef] {
+    &MODELS
+}
+
+pub fn model_def(name: &str) -> Option<&'static ModelDef> {
+    models().iter().copied().find(|m| m.name == name)
+}
+
+pub fn missing(model: &ModelDef, ids: &[u64]) -> OdooError {
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    OdooError::Missing(format!(
+        "Record does not exist or has been deleted.\n(Record: {}({},), User: 2)",
+        model.name,
+        list.join(", ")
+    ))
+}
+
+fn invalid_field(model: &ModelDef, field: &str) -> OdooError {
+    OdooError::Value(format!("Invalid field {field:?} on model {:?}", model.name))
+}
+
+pub fn display_name(model: &ModelDef, rec: &Record) -> Value {
+    match model.rec_name.and_then(|f| rec.str(f)) {
+        Some(name) => Value::String(name.into()),
+        None => Value::String(format!("{},{}", model.name, rec.id)),
+    }
+}
+
+/// Reads records through one snapshot of the store.
+pub struct Reader<'a> {
+    pub store: &'a Store,
+    pub model: &'static ModelDef,
+}
+
+impl Reader<'_> {
+    /// One field of a record as Odoo shows it (many2one as `[id, name]`).
+    pub fn value(&self, rec: &Record, field: &str) -> Result<Value, OdooError> {
+        match field {
+            "id" => return Ok(Value::from(rec.id)),
+            "display_name" => return Ok(display_name(self.model, rec)),
+            _ => {}
+        }
+        let f = self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?;
+        let v = rec.odoo_value(f);
+        if let (FieldType::Many2one(target), Some(id)) = (f.ftype, v.as_u64()) {
+            let name = model_def(target)
+                .and_then(|t| self.store.get(t.name, id).map(|r| display_name(t, &r)))
+                .unwrap_or_else(|| Value::String(format!("{target},{id}")));
+            return Ok(json!([id, name]));
+        }
+        Ok(v)
+    }
+
+    /// A record as a `read` dict with `fields` (all when `None`).
+    pub fn render(&self, rec: &Record, fields: Option<&[&str]>) -> Result<Value, OdooError> {
+        let mut out = Map::new();
+        out.insert("id".into(), Value::from(rec.id));
+        match fields {
+            Some(fields) => {
+                for f in fields {
+                    out.insert((*f).to_string(), self.value(rec, f)?);
+                }
+            }
+            None => {
+                for f in self.model.fields {
+                    out.insert(f.name.to_string(), self.value(rec, f.name)?);
+                }
+                out.insert("display_name".into(), display_name(self.model, rec));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    pub fn check_fields(&self, fields: &[&str]) -> Result<(), OdooError> {
+        for f in fields {
+            if !matches!(*f, "id" | "display_name") && self.model.field(f).is_none() {
+                return Err(invalid_field(self.model, f));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of the records matching `domain`, ordered, then offset and limited.
+    pub fn search(
+        &self,
+        domain: Option<&Value>,
+        offset: usize,
+        limit: Option<usize>,
+        order: Option<&str>,
+    ) -> Result<Vec<Arc<Record>>, OdooError> {
+        let domain = match domain {
+            None => Domain::True,
+            Some(d) => Domain::parse(d).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?,
+        };
+        for field in domain.fields() {
+            let base = field.split('.').next().unwrap_or(field);
+            match self.model.field(base) {
+                Some(f) if f.secret => {
+                    return Err(OdooError::Value(format!("Field {base:?} is write-only and cannot be searched")));
+                }
+                None if !matches!(base, "id" | "display_name") => return Err(invalid_field(self.model, base)),
+                _ => {}
+            }
+        }
+        let keys = domain::parse_order(order).map_err(OdooError::Value)?;
+        for k in &keys {
+            if k.field != "id" && self.model.field(&k.field).is_none_or(|f| f.secret) {
+                return Err(OdooError::Value(format!(
+                    "Invalid order field {:?} on model {:?}",
+                    k.field, self.model.name
+                )));
+            }
+        }
+        let mut hits: Vec<Arc<Record>> = Vec::new();
+        for rec in self.store.list(self.model.name) {
+            let get = |field: &str| self.path_values(&rec, field);
+            if domain.matches(&get) {
+                hits.push(rec);
+            }
+        }
+        if keys.len() != 1 || keys[0].field != "id" || keys[0].descending {
+            hits.sort_by(|a, b| {
+                for k in &keys {
+                    let va = self.value(a, &k.field).unwrap_or(Value::Bool(false));
+                    let vb = self.value(b, &k.field).unwrap_or(Value::Bool(false));
+                    let ord = domain::compare(&va, &vb);
+                    let ord = if k.descending { ord.reverse() } else { ord };
+                    if ord != Ordering::Equal {
+                        return ord;
+                    }
+                }
+                a.id.cmp(&b.id)
+            });
+        }
+        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).collect())
+    }
+
+    /// The values of a (possibly dotted, through many2one) field path.
+    fn path_values(&self, rec: &Record, path: &str) -> Vec<Value> {
+        let Some((head, rest)) = path.split_once('.') else {
+            return vec![self.value(rec, path).unwrap_or(Value::Bool(false))];
+        };
+        let target = self.model.field(head).and_then(|f| match f.ftype {
+            FieldType::Many2one(t) => model_def(t),
+            _ => None,
+        });
+        match (target, rec.int(head)) {
+            (Some(t), Some(id)) => match self.store.get(t.name, id as u64) {
+                Some(r) => Reader { store: self.store, model: t }.path_values(&r, rest),
+                None => vec![],
+            },
+            _ => vec![],
+        }
+    }
+
+    pub fn read(&self, ids: &[u64], fields: Option<&[&str]>) -> Result<Vec<Value>, OdooError> {
+        if let Some(fields) = fields {
+            self.check_fields(fields)?;
+        }
+        let mut absent = Vec::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.store.get(self.model.name, *id) {
+                Some(rec) => out.push(self.render(&rec, fields)?),
+                None => absent.push(*id),
+            }
+        }
+        if absent.is_empty() { Ok(out) } else { Err(missing(self.model, &absent)) }
+    }
+
+    /// The stored records for `ids`, all of them or a MissingError.
+    pub fn records(&self, ids: &[u64]) -> Result<Vec<Arc<Record>>, OdooError> {
+        let mut absent = Vec::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.store.get(self.model.name, *id) {
+                Some(rec) => out.push(rec),
+                None => absent.push(*id),
+            }
+        }
+        if absent.is_empty() { Ok(out) } else { Err(missing(self.model, &absent)) }
+    }
+}
+
+pub fn fields_get(model: &ModelDef, only: Option<&[&str]>, attributes: Option<&[&str]>) -> Value {
+    let mut out = Map::new();
+    for f in model.fields {
+        if only.is_some_and(|o| !o.contains(&f.name)) {
+            continue;
+        }
+        let mut d = f.describe();
+        if let (Some(attrs), Value::Object(map)) = (attributes, &mut d) {
+            map.retain(|k, _| attrs.contains(&k.as_str()));
+        }
+        out.insert(f.name.to_string(), d);
+    }
+    if only.is_none_or(|o| o.contains(&"id")) {
+        out.insert("id".into(), json!({"type": "integer", "string": "ID", "required": false, "readonly": true}));
+    }
+    if only.is_none_or(|o| o.contains(&"display_name")) {
+        out.insert(
+            "display_name".into(),
+            json!({"type": "char", "string": "Display Name", "required": false, "readonly": true}),
+        );
+    }
+    Value::Object(out)
+}
+
+pub fn default_get(model: &ModelDef, fields: Option<&[&str]>) -> Value {
+    let mut out = Map::new();
+    for f in model.fields {
+        if f.secret || fields.is_some_and(|o| !o.contains(&f.name)) {
+            continue;
+        }
+        if let Some(v) = f.default.value() {
+            out.insert(f.name.to_string(), v);
+        }
+    }
+    Value::Object(out)
+}
+
+fn refuse_readonly_model(model: &ModelDef) -> Result<(), OdooError> {
+    if model.writable {
+        Ok(())
+    } else {
+        Err(OdooError::Access(format!(
+            "{} records are kept by the service and cannot be changed over the API",
+            model.name
+        )))
+    }
+}
+
+fn finish(model: &ModelDef, rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
+    model::check_required(model, rec)?;
+    if let Some(validate) = model.validate {
+        validate(rec, now)?;
+    }
+    Ok(())
+}
+
+/// Creates records from `vals_list`; all are checked before any is stored.
+pub fn create(
+    store: &Store,
+    model: &'static ModelDef,
+    vals_list: &[&Map<String, Value>],
+    now: DateTime<Utc>,
+) -> Result<Vec<u64>, OdooError> {
+    refuse_readonly_model(model)?;
+    let stamp = Value::String(format_datetime(now));
+    let mut records = Vec::with_capacity(vals_list.len());
+    for vals in vals_list {
+        let mut rec = Record::default();
+        model::apply_defaults(model, &mut rec);
+        model::apply_vals(model, &mut rec, vals)?;
+        finish(model, &rec, now)?;
+        rec.set("create_date", stamp.clone());
+        rec.set("write_date", stamp.clone());
+        records.push(rec);
+    }
+    let _guard = store.write_lock();
+    for rec in &mut records {
+        rec.id = store.next_id(model.name)?;
+    }
+    let ids = records.iter().map(|r| r.id).collect();
+    store.put_all(model.name, records)?;
+    Ok(ids)
+}
+
+/// Writes `vals` on every record of `ids`; all or none.
+pub fn write(
+    store: &Store,
+    model: &'static ModelDef,
+    ids: &[u64],
+    vals: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<(), OdooError> {
+    refuse_readonly_model(model)?;
+    let _guard = store.write_lock();
+    let reader = Reader { store, model };
+    let mut changed = Vec::with_capacity(ids.len());
+    for rec in reader.records(ids)? {
+        let mut rec = (*rec).clone();
+        model::apply_vals(model, &mut rec, vals)?;
+        finish(model, &rec, now)?;
+        rec.set("write_date", format_datetime(now));
+        changed.push(rec);
+    }
+    store.put_all(model.name, changed)?;
+    Ok(())
+}
+
+pub fn unlink(store: &Store, model: &'static ModelDef, ids: &[u64]) -> Result<(), OdooError> {
+    refuse_readonly_model(model)?;
+    let _guard = store.write_lock();
+    let reader = Reader { store, model };
+    for rec in reader.records(ids)? {
+        if let Some(check) = model.check_unlink {
+            check(&rec)?;
+        }
+    }
+    store.remove_all(model.name, ids)?;
+    Ok(())
+}
+
+/// Applies a state change computed from each record; all or none.
+pub fn update_each(
+    store: &Store,
+    model: &'static ModelDef,
+    ids: &[u64],
+    now: DateTime<Utc>,
+    change: impl Fn(&mut Record) -> Result<(), ModelError>,
+) -> Result<Vec<Record>, OdooError> {
+    let _guard = store.write_lock();
+    let reader = Reader { store, model };
+    let mut changed = Vec::with_capacity(ids.len());
+    for rec in reader.records(ids)? {
+        let mut rec = (*rec).clone();
+        change(&mut rec)?;
+        rec.set("write_date", format_datetime(now));
+        changed.push(rec);
+    }
+    store.put_all(model.name, changed.clone())?;
+    Ok(changed)
+}

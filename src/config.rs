@@ -1,0 +1,190 @@
+//! Command line, environment and TOML configuration.
+//!
+//! Every option of `serve` can come from a flag, an `MTSC_*` environment variable or the
+//! TOML file named by `--config`; the first one set wins in that order (flag > env >
+//! file), then the built-in default. clap resolves flag and environment, so its fields
+//! are `Option`s without defaults; [`ServeArgs::resolve`] lays the file and the defaults
+//! underneath.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8070";
+pub const DEFAULT_DATA_DIR: &str = "./mts-connector-data";
+pub const DEFAULT_DB_NAME: &str = "mts_connector";
+pub const DEFAULT_API_LOGIN: &str = "admin";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mts-connector",
+    version,
+    about = "Connector engine between OpenG2P (Odoo) and the MOSIP Token Seeder"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: the Odoo-dialect JSON-RPC API, the store and the scheduler.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (keys as the long flag names with `_`).
+    #[arg(long, env = "MTSC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on [default: 127.0.0.1:8070]
+    #[arg(long, env = "MTSC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./mts-connector-data]
+    #[arg(long, env = "MTSC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The Odoo "database" name clients must pass [default: mts_connector]
+    #[arg(long, env = "MTSC_DB_NAME")]
+    pub db_name: Option<String>,
+    /// The login clients authenticate with [default: admin]
+    #[arg(long, env = "MTSC_API_LOGIN")]
+    pub api_login: Option<String>,
+    /// The password (API key) clients authenticate with. Without one, the first start
+    /// writes a random key to <data-dir>/api-key (mode 0600) and later starts reuse it.
+    #[arg(long, env = "MTSC_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Log format: text or json [default: text]. Filter with RUST_LOG.
+    #[arg(long, env = "MTSC_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file: the same options, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    db_name: Option<String>,
+    api_login: Option<String>,
+    api_key: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub db_name: String,
+    pub api_login: String,
+    /// `None`: use (or create) `<data_dir>/api-key`.
+    pub api_key: Option<Secret>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = match self.listen.or(file.listen) {
+            Some(addr) => addr,
+            None => DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Empty("listen"))?,
+        };
+        let config = ServeConfig {
+            listen,
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            db_name: self.db_name.or(file.db_name).unwrap_or_else(|| DEFAULT_DB_NAME.into()),
+            api_login: self.api_login.or(file.api_login).unwrap_or_else(|| DEFAULT_API_LOGIN.into()),
+            api_key: self.api_key.or(file.api_key).map(Secret::new),
+            log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+        };
+        if config.db_name.is_empty() {
+            return Err(ConfigError::Empty("db-name"));
+        }
+        if config.api_login.is_empty() {
+            return Err(ConfigError::Empty("api-login"));
+        }
+        if config.api_key.as_ref().is_some_and(Secret::is_empty) {
+            return Err(ConfigError::Empty("api-key"));
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    // toml's message quotes the offending line, which could hold the api key: keep only
+    // the first line of the message (what and where).
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.message().lines().next().unwrap_or("syntax error").to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["mts-connector", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("valid command line").command {
+            Command::Serve(args) => args,
+        }
+    }
+
+    #[test]
+    fn defaults_are_pinned() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8070");
+        assert_eq!(c.data_dir, PathBuf::from("./mts-connector-data"));
+        assert_eq!(c.db_name, "mts_connector");
+        assert_eq!(c.api_login, "admin");
+        assert!(c.api_key.is_none());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "db_name = \"from_file\"\napi_login = \"file_login\"\n").unwrap();
+        let args = parse(&["--config", file.to_str().unwrap(), "--db-name", "from_flag"]);
+        let c = args.resolve().unwrap();
+        assert_eq!(c.db_name, "from_flag");
+        assert_eq!(c.api_login, "file_login");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_without_echoing_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "api_key = 12\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).resolve().unwrap_err().to_string();
+        assert!(err.contains("is not valid"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! mts-connector: the engine that keeps an OpenG2P registry supplied with MOSIP tokens.
+//!
+//! # Layout
+//! - [`config`]: command line, environment and TOML configuration.
+//! - [`secret`]: the redacted type every password, token and API key lives in.
+//! - [`store`]: sled trees, Odoo-like ids, schema version, durable writes.
+//! - [`model`]: field definitions, validation, domains and state machines (pure, no I/O).
+//! - [`jq`]: jq programs (jaq), compiled once, evaluated with MTS semantics.
+//! - [`mts`]: the MTS request builder.
+//! - [`engine`]: windows, scheduling and runs.
+//! - [`api`]: the Odoo JSON-RPC dialect over HTTP (jsonrpsee), sessions, dispatch.
+//! - [`fakes`]: fake MTS, ODK Central and Odoo for tests and the demo.
+//! - [`server`]: wires store, API and shutdown together.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod fakes;
+pub mod jq;
+pub mod model;
+pub mod mts;
+pub mod secret;
+pub mod server;
+pub mod store;

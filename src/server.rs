@@ -1,0 +1,143 @@
+//! Wires store, API and shutdown together: `run` serves until `shutdown` resolves,
+//! lets in-flight calls finish, and flushes the store.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::api::{self, App};
+use crate::config::ServeConfig;
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
+
+/// Every model the store keeps a tree for.
+pub const MODELS: &[&str] = &[crate::model::connector::MODEL, crate::model::run::MODEL, crate::model::delivery::MODEL];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot read or create the API key file {path}: {source}")]
+    ApiKey { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// The API key from the configuration, else from `<data_dir>/api-key`, created with a
+/// random key (mode 0600) on first start. The key itself is never logged.
+pub fn api_key(config: &ServeConfig) -> Result<Secret, ServeError> {
+    if let Some(key) = &config.api_key {
+        return Ok(key.clone());
+    }
+    let path = config.data_dir.join("api-key");
+    let err = |source| ServeError::ApiKey { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => {
+            tracing::info!(path = %path.display(), "using the API key stored in the data dir");
+            Ok(Secret::new(key.trim()))
+        }
+        Ok(_) | Err(_) if !path.exists() || std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) => {
+            let key = random_key();
+            write_private(&path, key.expose()).map_err(err)?;
+            tracing::info!(path = %path.display(), "generated an API key; read it from this file");
+            Ok(key)
+        }
+        Ok(_) => unreachable_empty(&path),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn unreachable_empty(path: &Path) -> Result<Secret, ServeError> {
+    Err(ServeError::ApiKey { path: path.into(), source: std::io::Error::other("the file is empty") })
+}
+
+fn random_key() -> Secret {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+/// Opens the store, binds, and serves until `shutdown` resolves.
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let store = Store::open(&config.data_dir, MODELS)?;
+    let key = api_key(&config)?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
+    let app = Arc::new(App::new(store, config.db_name.clone(), config.api_login.clone(), key));
+    run(listener, app.clone(), shutdown).await;
+    app.store.flush().await?;
+    tracing::info!("stopped; store flushed");
+    Ok(())
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then waits (up to 30 s) for
+/// in-flight requests to finish.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let builder = api::http::service_builder();
+    let methods: jsonrpsee::Methods = api::http::rpc_module(app.clone()).into();
+    let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, builder, methods, stop) = (app.clone(), builder.clone(), methods.clone(), stop_handle.clone());
+        let service =
+            service_fn(move |req| api::http::handle(app.clone(), builder.clone(), methods.clone(), stop.clone(), req));
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = server_handle.stop();
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections did not finish within 30 s");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
