@@ -9,8 +9,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
+
+use crate::engine::EngineConfig;
 
 use crate::secret::Secret;
 
@@ -67,6 +71,33 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]. Filter with RUST_LOG.
     #[arg(long, env = "MTSC_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Runs submitting to MTS at once, over all connectors [default: 4]
+    #[arg(long, env = "MTSC_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Runs submitting at once to one MTS URL [default: 1; MTS works one request at a time]
+    #[arg(long, env = "MTSC_MAX_PER_MTS")]
+    pub max_per_mts: Option<usize>,
+    /// First retry delay of a failed submission, doubled each attempt [default: 30]
+    #[arg(long, env = "MTSC_RETRY_BASE_SECONDS")]
+    pub retry_base_seconds: Option<f64>,
+    /// Longest retry delay [default: 3600]
+    #[arg(long, env = "MTSC_RETRY_CAP_SECONDS")]
+    pub retry_cap_seconds: Option<f64>,
+    /// Attempts before a run is marked failed [default: 10]
+    #[arg(long, env = "MTSC_MAX_ATTEMPTS")]
+    pub max_attempts: Option<i64>,
+    /// First wait between status polls of an MTS request, doubled up to 30 s [default: 1]
+    #[arg(long, env = "MTSC_POLL_SECONDS")]
+    pub poll_seconds: Option<f64>,
+    /// A request MTS keeps 'submitted' longer than this is taken as lost and resubmitted [default: 3600]
+    #[arg(long, env = "MTSC_MTS_LOST_AFTER_SECONDS")]
+    pub mts_lost_after_seconds: Option<f64>,
+    /// Runs kept per connector; failed runs are always kept [default: 1000]
+    #[arg(long, env = "MTSC_RUN_RETENTION")]
+    pub run_retention: Option<usize>,
+    /// Testing aid: how many seconds one minute of interval_minutes lasts [default: 60]
+    #[arg(long, env = "MTSC_MINUTE_SECONDS", hide = true)]
+    pub minute_seconds: Option<f64>,
 }
 
 /// The TOML file: the same options, all optional.
@@ -79,6 +110,15 @@ struct FileConfig {
     api_login: Option<String>,
     api_key: Option<String>,
     log_format: Option<LogFormat>,
+    max_in_flight: Option<usize>,
+    max_per_mts: Option<usize>,
+    retry_base_seconds: Option<f64>,
+    retry_cap_seconds: Option<f64>,
+    max_attempts: Option<i64>,
+    poll_seconds: Option<f64>,
+    mts_lost_after_seconds: Option<f64>,
+    run_retention: Option<usize>,
+    minute_seconds: Option<f64>,
 }
 
 /// The resolved configuration of `serve`.
@@ -91,6 +131,7 @@ pub struct ServeConfig {
     /// `None`: use (or create) `<data_dir>/api-key`.
     pub api_key: Option<Secret>,
     pub log_format: LogFormat,
+    pub engine: EngineConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +142,26 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("{0} must be a positive number of seconds")]
+    Seconds(&'static str),
+    #[error("{0} must be at least 1")]
+    AtLeastOne(&'static str),
+}
+
+fn seconds(name: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        Some(_) => Err(ConfigError::Seconds(name)),
+    }
+}
+
+fn at_least_one<T: PartialOrd + From<u8>>(name: &'static str, value: Option<T>, default: T) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v >= T::from(1) => Ok(v),
+        Some(_) => Err(ConfigError::AtLeastOne(name)),
+    }
 }
 
 impl ServeArgs {
@@ -120,6 +181,41 @@ impl ServeArgs {
             api_login: self.api_login.or(file.api_login).unwrap_or_else(|| DEFAULT_API_LOGIN.into()),
             api_key: self.api_key.or(file.api_key).map(Secret::new),
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            engine: {
+                let d = EngineConfig::default();
+                EngineConfig {
+                    max_in_flight: at_least_one(
+                        "max-in-flight",
+                        self.max_in_flight.or(file.max_in_flight),
+                        d.max_in_flight,
+                    )?,
+                    max_per_mts: at_least_one("max-per-mts", self.max_per_mts.or(file.max_per_mts), d.max_per_mts)?,
+                    retry_base: seconds(
+                        "retry-base-seconds",
+                        self.retry_base_seconds.or(file.retry_base_seconds),
+                        d.retry_base,
+                    )?,
+                    retry_cap: seconds(
+                        "retry-cap-seconds",
+                        self.retry_cap_seconds.or(file.retry_cap_seconds),
+                        d.retry_cap,
+                    )?,
+                    max_attempts: at_least_one(
+                        "max-attempts",
+                        self.max_attempts.or(file.max_attempts),
+                        d.max_attempts,
+                    )?,
+                    poll_min: seconds("poll-seconds", self.poll_seconds.or(file.poll_seconds), d.poll_min)?,
+                    lost_after: seconds(
+                        "mts-lost-after-seconds",
+                        self.mts_lost_after_seconds.or(file.mts_lost_after_seconds),
+                        d.lost_after,
+                    )?,
+                    retention: at_least_one("run-retention", self.run_retention.or(file.run_retention), d.retention)?,
+                    minute: seconds("minute-seconds", self.minute_seconds.or(file.minute_seconds), d.minute)?,
+                    ..d
+                }
+            },
         };
         if config.db_name.is_empty() {
             return Err(ConfigError::Empty("db-name"));

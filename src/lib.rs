@@ -7,12 +7,14 @@
 //! - [`model`]: field definitions, validation, domains and state machines (pure, no I/O).
 //! - [`jq`]: jq programs (jaq), compiled once, evaluated with MTS semantics.
 //! - [`mts`]: the MTS request builder.
+//! - [`clients`]: HTTP clients of MTS, ODK Central and Odoo (wire only).
 //! - [`engine`]: windows, scheduling and runs.
 //! - [`api`]: the Odoo JSON-RPC dialect over HTTP (jsonrpsee), sessions, dispatch.
 //! - [`fakes`]: fake MTS, ODK Central and Odoo for tests and the demo.
 //! - [`server`]: wires store, API and shutdown together.
 
 pub mod api;
+pub mod clients;
 pub mod config;
 pub mod engine;
 pub mod fakes;

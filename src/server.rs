@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, App};
 use crate::config::ServeConfig;
+use crate::engine::Engine;
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
 
@@ -26,6 +27,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(String),
     #[error("cannot read or create the API key file {path}: {source}")]
     ApiKey { path: std::path::PathBuf, source: std::io::Error },
 }
@@ -73,15 +76,23 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 /// Opens the store, binds, and serves until `shutdown` resolves.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let store = Store::open(&config.data_dir, MODELS)?;
+    let store = Arc::new(Store::open(&config.data_dir, MODELS)?);
     let key = api_key(&config)?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ServeError::Http(e.to_string()))?;
+    let engine = Engine::new(store.clone(), config.engine.clone(), http);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
-    let app = Arc::new(App::new(store, config.db_name.clone(), config.api_login.clone(), key));
-    run(listener, app.clone(), shutdown).await;
-    app.store.flush().await?;
+    let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
+    let scheduler = tokio::spawn(crate::engine::scheduler::run(engine.clone()));
+    run(listener, app, shutdown).await;
+    engine.shutdown(Duration::from_secs(10)).await;
+    let _ = scheduler.await;
+    store.flush().await?;
     tracing::info!("stopped; store flushed");
     Ok(())
 }

@@ -80,6 +80,15 @@ impl From<StoreError> for OdooError {
     }
 }
 
+impl From<crate::engine::actions::ActionError> for OdooError {
+    fn from(e: crate::engine::actions::ActionError) -> Self {
+        match e {
+            crate::engine::actions::ActionError::Model(m) => m.into(),
+            crate::engine::actions::ActionError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<OdooError> for ErrorObjectOwned {
     fn from(e: OdooError) -> Self {
         let message = e.to_string();

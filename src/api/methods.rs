@@ -195,16 +195,42 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
     };
     if let Some(action) = action {
         let ids = a.ids(0, "ids")?;
-        orm::update_each(&app.store, def, &ids, now, |rec| {
+        let changed = orm::update_each(&app.store, def, &ids, now, |rec| {
             let status = connector::transition(rec, action)?;
             rec.set("job_status", status);
+            // The scheduler sets the next fire; a one-time job gets a fresh run.
+            rec.set("next_run_at", Value::Null);
+            if status == "started" {
+                rec.set("last_run_id", Value::Null);
+            }
             Ok(())
         })?;
         app.store.flush().await?;
         tracing::info!(connector_ids = ?ids, method, "connector job status changed");
+        app.engine.status_changed(&changed).await?;
         return Ok(Value::Bool(true));
     }
+    let reader = Reader { store: &app.store, model: def };
     match method {
+        "action_import" => {
+            let recs = records(&reader, a)?;
+            let start = required_time(a, 1, "window_start")?;
+            let end = required_time(a, 2, "window_end")?;
+            let recs: Vec<_> = recs.iter().map(|r| (**r).clone()).collect();
+            let ids = app.engine.import(&recs, start, end, now).await?;
+            Ok(ids.into())
+        }
+        "action_run_now" => {
+            let recs: Vec<_> = records(&reader, a)?.iter().map(|r| (**r).clone()).collect();
+            Ok(app.engine.run_now(&recs, now).await?.into())
+        }
+        "action_test_connection" => {
+            let mut reports = Vec::new();
+            for rec in records(&reader, a)? {
+                reports.push(app.engine.test_connection(&rec).await);
+            }
+            Ok(Value::String(reports.join("\n\n")))
+        }
         "copy" => {
             let ids = a.ids(0, "id")?;
             let [id] = ids[..] else {
@@ -217,13 +243,13 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
             Ok(Value::from(new_id))
         }
         "preview_mts_request" => {
-            let reader = Reader { store: &app.store, model: def };
-            let recs = reader.records(&a.ids(0, "ids")?)?;
+            let recs = records(&reader, a)?;
             let start = a.opt_str(1, "window_start")?.map(parse_datetime).transpose().map_err(OdooError::Value)?;
             let end = a.opt_str(2, "window_end")?.map(parse_datetime).transpose().map_err(OdooError::Value)?;
             let mut out = Vec::with_capacity(recs.len());
             for rec in recs {
-                let (ws, we) = crate::engine::window::preview_window(&rec, start, end, now);
+                let (next_start, next_end) = app.engine.next_window(&rec, now);
+                let (ws, we) = (start.unwrap_or(next_start), end.unwrap_or(next_end));
                 if ws >= we {
                     return Err(OdooError::Value("window_end must be after window_start".into()));
                 }
@@ -237,6 +263,17 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
         }
         _ => Err(unknown_method(def.name, method)),
     }
+}
+
+fn records(reader: &Reader<'_>, a: &Args<'_>) -> Result<Vec<std::sync::Arc<crate::model::fields::Record>>, OdooError> {
+    reader.records(&a.ids(0, "ids")?)
+}
+
+fn required_time(a: &Args<'_>, pos: usize, name: &str) -> Result<chrono::DateTime<Utc>, OdooError> {
+    let text = a
+        .opt_str(pos, name)?
+        .ok_or_else(|| OdooError::Type(format!("missing {name} (\"YYYY-MM-DD HH:MM:SS\", UTC)")))?;
+    parse_datetime(text).map_err(|e| OdooError::Validation(format!("{name}: {e}")))
 }
 
 fn copy_connector(

@@ -14,10 +14,11 @@ pub mod methods;
 pub mod orm;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use crate::engine::Engine;
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -29,7 +30,8 @@ pub const SERVER_VERSION: &str = "17.0";
 
 /// Shared state of the API: the store and who may call.
 pub struct App {
-    pub store: Store,
+    pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
     pub db_name: String,
     pub api_login: String,
     api_key: Secret,
@@ -37,8 +39,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Store, db_name: String, api_login: String, api_key: Secret) -> App {
-        App { store, db_name, api_login, api_key, sessions: Mutex::new(HashMap::new()) }
+    pub fn new(engine: Arc<Engine>, db_name: String, api_login: String, api_key: Secret) -> App {
+        App { store: engine.store.clone(), engine, db_name, api_login, api_key, sessions: Mutex::new(HashMap::new()) }
     }
 
     /// Whether `password` is the API key (constant time in the key's length).

@@ -1,3 +1,148 @@
 //! The run engine: when connectors fire, which window a run covers, and one run's life.
+//!
+//! - [`window`]: delta windows and fire times (pure).
+//! - [`runs`]: run records: creation, durable state changes, the derived watermark.
+//! - [`scheduler`]: the one task that fires connectors and dispatches runs.
+//! - [`runner`]: one run from queued to its end (pre-count, split, submit, track).
+//! - [`actions`]: what the API's connector actions ask of the engine.
 
+pub mod actions;
+pub mod runner;
+pub mod runs;
+pub mod scheduler;
 pub mod window;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clients::mts::MtsClient;
+use crate::clients::odk::OdkClient;
+use crate::store::Store;
+
+/// Tunables of the engine (see `serve --help`).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Runs submitting at once, over all connectors.
+    pub max_in_flight: usize,
+    /// Runs submitting at once to one MTS URL (MTS works one request at a time).
+    pub max_per_mts: usize,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_attempts: i64,
+    /// First and longest wait between two status polls of a submitted request.
+    pub poll_min: Duration,
+    pub poll_max: Duration,
+    /// A request still `submitted` after this long was lost by MTS.
+    pub lost_after: Duration,
+    /// Runs kept per connector (failed ones are always kept).
+    pub retention: usize,
+    /// How long one "minute" of `interval_minutes` lasts (tests shorten it).
+    pub minute: Duration,
+    /// Timeout of ODK Central calls.
+    pub odk_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_in_flight: 4,
+            max_per_mts: 1,
+            retry_base: Duration::from_secs(30),
+            retry_cap: Duration::from_secs(3600),
+            max_attempts: 10,
+            poll_min: Duration::from_secs(1),
+            poll_max: Duration::from_secs(30),
+            lost_after: Duration::from_secs(3600),
+            retention: 1000,
+            minute: Duration::from_secs(60),
+            odk_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn minute(&self) -> TimeDelta {
+        TimeDelta::from_std(self.minute).unwrap_or(TimeDelta::minutes(1))
+    }
+}
+
+/// What the engine derives from the runs and keeps in memory (rebuilt at start).
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Non-terminal runs of each connector.
+    pub open: HashMap<u64, HashSet<u64>>,
+    /// The end of the last window MTS acknowledged, per recurring connector.
+    pub watermark: HashMap<u64, DateTime<Utc>>,
+    /// Runs that have a live task (submitting or tracking).
+    pub active: HashSet<u64>,
+}
+
+pub struct Engine {
+    pub store: Arc<Store>,
+    pub config: EngineConfig,
+    pub mts: MtsClient,
+    pub odk: OdkClient,
+    pub index: Mutex<Index>,
+    /// Wakes the scheduler: a connector or run changed.
+    pub wake: Notify,
+    global_slots: Arc<Semaphore>,
+    mts_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub cancel: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Engine {
+    pub fn new(store: Arc<Store>, config: EngineConfig, http: reqwest::Client) -> Arc<Engine> {
+        let index = runs::build_index(&store);
+        Arc::new(Engine {
+            store,
+            global_slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+            mts: MtsClient::new(http.clone()),
+            odk: OdkClient::new(http),
+            index: Mutex::new(index),
+            wake: Notify::new(),
+            mts_slots: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A poisoned lock means a panic elsewhere; the index is still consistent
+        // because every update is a single insert or remove.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The semaphore bounding submissions to one MTS URL.
+    fn mts_slot(&self, url: &str) -> Arc<Semaphore> {
+        let mut slots = self.mts_slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(url.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_mts.max(1)))).clone()
+    }
+
+    /// Waits for a submission slot: the MTS URL's first, then a global one, both in
+    /// request order (tokio's semaphores are fair), so queued runs go oldest first.
+    pub async fn submission_slot(
+        &self,
+        mts_url: &str,
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
+        let per_url = self.mts_slot(mts_url).acquire_owned().await.ok()?;
+        let global = self.global_slots.clone().acquire_owned().await.ok()?;
+        Some((per_url, global))
+    }
+
+    /// Stops the scheduler and the run tasks, and waits for them (up to `grace`).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("some runs did not stop in time; they resume after the restart");
+        }
+    }
+}

@@ -12,7 +12,7 @@ fn field_time(rec: &Record, field: &str) -> Option<DateTime<Utc>> {
 
 /// How far back the first window of a recurring connector reaches: its interval, or
 /// for a cron schedule the time between its two most recent fires.
-pub fn period(rec: &Record, now: DateTime<Utc>) -> TimeDelta {
+pub fn period(rec: &Record, now: DateTime<Utc>, minute: TimeDelta) -> TimeDelta {
     if let Some(schedule) = rec.str("cron_expression").and_then(|e| connector::parse_cron(e).ok()) {
         for back in [Duration::hours(1), Duration::days(1), Duration::days(32), Duration::days(367)] {
             let fires: Vec<_> = schedule.after(&(now - back)).take_while(|t| *t <= now).collect();
@@ -21,7 +21,7 @@ pub fn period(rec: &Record, now: DateTime<Utc>) -> TimeDelta {
             }
         }
     }
-    Duration::minutes(rec.int("interval_minutes").unwrap_or(0).max(1))
+    minute * rec.int("interval_minutes").unwrap_or(0).max(1) as i32
 }
 
 /// The end of a delta window started now: `now - settle_seconds`.
@@ -35,9 +35,11 @@ pub fn delta_window(
     rec: &Record,
     watermark: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    minute: TimeDelta,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
     let end = settled(rec, now);
-    let start = watermark.or_else(|| field_time(rec, "start_datetime")).unwrap_or_else(|| end - period(rec, now));
+    let start =
+        watermark.or_else(|| field_time(rec, "start_datetime")).unwrap_or_else(|| end - period(rec, now, minute));
     (start, end)
 }
 
@@ -46,19 +48,13 @@ pub fn onetime_window(rec: &Record) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     Some((field_time(rec, "start_datetime")?, field_time(rec, "end_datetime")?))
 }
 
-/// The window `preview_mts_request` shows: the given bounds, else the one the next run
-/// would use.
-pub fn preview_window(
-    rec: &Record,
-    start: Option<DateTime<Utc>>,
-    end: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> (DateTime<Utc>, DateTime<Utc>) {
-    let (s, e) = match rec.str("is_recurring") {
-        Some("onetime") => onetime_window(rec).unwrap_or_else(|| delta_window(rec, None, now)),
-        _ => delta_window(rec, None, now),
-    };
-    (start.unwrap_or(s), end.unwrap_or(e))
+/// The next time a recurring connector fires after `last` (its previous fire, or the
+/// start): every interval, or at the cron expression's next time.
+pub fn next_fire(rec: &Record, after: DateTime<Utc>, minute: TimeDelta) -> DateTime<Utc> {
+    match rec.str("cron_expression").and_then(|e| connector::parse_cron(e).ok()) {
+        Some(schedule) => schedule.after(&after).next().unwrap_or(after + Duration::days(366)),
+        None => after + period(rec, after, minute),
+    }
 }
 
 #[cfg(test)]
@@ -74,10 +70,10 @@ mod tests {
         let mut r = Record::default();
         r.set("interval_minutes", 60);
         r.set("settle_seconds", 120);
-        let (s, e) = delta_window(&r, None, t("2026-01-01 12:00:00"));
+        let (s, e) = delta_window(&r, None, t("2026-01-01 12:00:00"), Duration::minutes(1));
         assert_eq!(e, t("2026-01-01 11:58:00"));
         assert_eq!(s, t("2026-01-01 10:58:00"));
-        let (s2, _) = delta_window(&r, Some(e), t("2026-01-01 13:00:00"));
+        let (s2, _) = delta_window(&r, Some(e), t("2026-01-01 13:00:00"), Duration::minutes(1));
         assert_eq!(s2, e, "the next window starts where the last ended");
     }
 
@@ -85,6 +81,6 @@ mod tests {
     fn cron_period_is_the_gap_between_fires() {
         let mut r = Record::default();
         r.set("cron_expression", "0 2 * * *");
-        assert_eq!(period(&r, t("2026-01-05 12:00:00")), Duration::days(1));
+        assert_eq!(period(&r, t("2026-01-05 12:00:00"), Duration::minutes(1)), Duration::days(1));
     }
 }

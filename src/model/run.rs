@@ -41,6 +41,7 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("records_delivered", "Records Delivered", T::Integer).readonly(),
     FieldDef::new("records_failed", "Records Failed", T::Integer).readonly(),
     FieldDef::new("retry_of_id", "Retry Of", T::Many2one(MODEL)).readonly(),
+    FieldDef::new("split_of_id", "Split From", T::Many2one(MODEL)).readonly(),
     FieldDef::new("error_code", "Error Code", T::Char).readonly(),
     FieldDef::new("error_message", "Error Message", T::Text).readonly(),
     FieldDef::new("create_date", "Created on", T::Datetime).readonly(),

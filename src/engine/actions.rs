@@ -1,0 +1,135 @@
+//! What the API's connector actions ask of the engine: react to start/stop, manual
+//! import, run now, test the connection, preview the next window.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::runs::state;
+use super::{Engine, runner, window};
+use crate::model::ModelError;
+use crate::model::fields::Record;
+use crate::model::format_datetime;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn user(msg: String) -> ActionError {
+    ActionError::Model(ModelError::User(msg))
+}
+
+impl Engine {
+    /// After a job status change: a stopped connector's queued and retrying runs are
+    /// cancelled (runs MTS already took are still tracked to their end).
+    pub async fn status_changed(&self, connectors: &[Record]) -> Result<(), StoreError> {
+        for c in connectors {
+            if c.str("job_status") == Some("completed") {
+                for id in self.open_runs(c.id) {
+                    let queued = self.run(id).is_some_and(|r| matches!(state(&r), "queued" | "retrying"));
+                    if queued && !self.index().active.contains(&id) {
+                        runner::cancel(self, id, "the connector was stopped").await?;
+                    }
+                }
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a manual import of `[start, end)` for each connector; the runner splits it
+    /// so that no MTS request carries more than `max_records_per_request` submissions.
+    pub async fn import(
+        &self,
+        connectors: &[Record],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u64>, ActionError> {
+        if end <= start {
+            return Err(ModelError::Validation("window_end must be after window_start".into()).into());
+        }
+        if end > now {
+            return Err(ModelError::Validation("window_end must not be in the future".into()).into());
+        }
+        for c in connectors {
+            if c.str("input_type") != Some("odk") {
+                return Err(user(format!(
+                    "Connector {:?} reads the OpenG2P Registry; a date-range import applies to ODK connectors.",
+                    c.str("name").unwrap_or("?")
+                )));
+            }
+        }
+        let mut ids = Vec::new();
+        for c in connectors {
+            ids.push(self.create_run(c.id, "manual", start, end, |_| {}).await?.id);
+        }
+        Ok(ids)
+    }
+
+    /// Queues the next delta window of each recurring connector now.
+    pub async fn run_now(&self, connectors: &[Record], now: DateTime<Utc>) -> Result<Vec<u64>, ActionError> {
+        for c in connectors {
+            let name = c.str("name").unwrap_or("?");
+            if c.str("is_recurring") != Some("recurring") {
+                return Err(user(format!(
+                    "Connector {name:?} is a one-time job; use Restart to run its window again."
+                )));
+            }
+            if !self.open_runs(c.id).is_empty() {
+                return Err(user(format!(
+                    "Connector {name:?} already has a run in progress; it covers the next window."
+                )));
+            }
+        }
+        let mut ids = Vec::new();
+        for c in connectors {
+            let (start, end) = self.next_window(c, now);
+            if start >= end {
+                return Err(user(format!(
+                    "Connector {:?} is up to date: its next window would start at {}",
+                    c.str("name").unwrap_or("?"),
+                    format_datetime(start)
+                )));
+            }
+            ids.push(self.create_run(c.id, "schedule", start, end, |_| {}).await?.id);
+        }
+        Ok(ids)
+    }
+
+    /// The window the connector's next run covers.
+    pub fn next_window(&self, c: &Record, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        match c.str("is_recurring") {
+            Some("onetime") => window::onetime_window(c).unwrap_or((now, now)),
+            _ => window::delta_window(c, self.watermark(c.id), now, self.config.minute()),
+        }
+    }
+
+    /// Checks MTS (`/ping`) and, for ODK connectors, an ODK Central login. One short line
+    /// per check; no secret in any of them.
+    pub async fn test_connection(&self, c: &Record) -> String {
+        let timeout = Duration::from_secs(10);
+        let name = c.str("name").unwrap_or("?");
+        let mut lines = vec![format!("Connector {name:?}:")];
+        let mts_url = c.str("mts_url").unwrap_or_default();
+        lines.push(match self.mts.ping(mts_url, timeout).await {
+            Ok(m) => format!("OK: {m}"),
+            Err(m) => format!("FAILED: {m}"),
+        });
+        if c.str("input_type") == Some("odk") {
+            let base = c.str("odk_base_url").unwrap_or_default();
+            let email = c.str("odk_email").unwrap_or_default();
+            let password = c.secret("odk_password").cloned().unwrap_or_default();
+            lines.push(match self.odk.session(base, email, &password, timeout).await {
+                Ok(_) => format!("OK: ODK Central at {base} accepted the credentials of {email}"),
+                Err(e) => format!("FAILED: {e}"),
+            });
+        }
+        lines.join("\n")
+    }
+}

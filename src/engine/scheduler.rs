@@ -1,0 +1,156 @@
+//! The scheduler: one task that fires recurring connectors when due, starts one-time
+//! jobs, and dispatches runnable runs (oldest first, one per connector). It sleeps on a
+//! tokio timer until the next thing is due or something changes; it never polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::runs::{state, time};
+use super::{Engine, runner, window};
+use crate::model::fields::Record;
+use crate::model::{connector, format_datetime, parse_datetime};
+
+/// Runs until the engine is cancelled.
+pub async fn run(engine: Arc<Engine>) {
+    let mut last_prune = Utc::now();
+    loop {
+        let now = Utc::now();
+        let next = match tick(&engine, now).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler: store failure; trying again in 5 s");
+                Some(now + TimeDelta::seconds(5))
+            }
+        };
+        if now - last_prune > TimeDelta::minutes(10) {
+            last_prune = now;
+            match engine.prune_runs().await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "old runs pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning runs failed"),
+            }
+        }
+        let sleep = next.map_or(Duration::from_secs(600), |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        tokio::select! {
+            () = tokio::time::sleep(sleep.min(Duration::from_secs(600))) => {}
+            () = engine.wake.notified() => {}
+            () = engine.cancel.cancelled() => return,
+        }
+    }
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// One pass: fire what is due, dispatch what can run. Returns when to look again.
+async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, crate::store::StoreError> {
+    let mut next: Option<DateTime<Utc>> = None;
+    for c in engine.store.list(connector::MODEL) {
+        match (c.str("is_recurring"), c.str("job_status")) {
+            (Some("recurring"), Some("running")) => {
+                let due = c.str("next_run_at").and_then(|s| parse_datetime(s).ok());
+                match due {
+                    Some(due) if due > now => next = earliest(next, due),
+                    _ => {
+                        let fired_next = fire(engine, &c, due, now).await?;
+                        next = earliest(next, fired_next);
+                    }
+                }
+            }
+            (Some("onetime"), Some("started")) if engine.open_runs(c.id).is_empty() => {
+                start_onetime(engine, &c).await?
+            }
+            _ => {}
+        }
+    }
+    for (run_id, due) in runnable(engine) {
+        match due {
+            Some(due) if due > now => next = earliest(next, due),
+            _ => dispatch(engine, run_id),
+        }
+    }
+    Ok(next)
+}
+
+/// Fires a recurring connector: queues its next delta window unless a run is still
+/// open (missed fires are not replayed: the next window covers the gap), and sets
+/// `next_run_at`.
+async fn fire(
+    engine: &Engine,
+    c: &Record,
+    due: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, crate::store::StoreError> {
+    let minute = engine.config.minute();
+    let mut next_at = window::next_fire(c, due.unwrap_or(now), minute);
+    if next_at <= now {
+        next_at = window::next_fire(c, now, minute);
+    }
+    if due.is_some() && engine.open_runs(c.id).is_empty() {
+        let (start, end) = window::delta_window(c, engine.watermark(c.id), now, minute);
+        if start < end {
+            engine.create_run(c.id, "schedule", start, end, |_| {}).await?;
+        }
+    }
+    // No `next_run_at` yet (just started): the first fire is now for an interval, at
+    // the next cron time for a cron expression.
+    let next_at = match due {
+        None if c.str("cron_expression").is_none() => now,
+        _ => next_at,
+    };
+    engine.update_connector(c.id, |rec| rec.set("next_run_at", format_datetime(next_at))).await?;
+    Ok(next_at)
+}
+
+/// A started one-time job without an open run: queue its window once, or complete it
+/// when its run already ended.
+async fn start_onetime(engine: &Engine, c: &Record) -> Result<(), crate::store::StoreError> {
+    if c.int("last_run_id").is_some() {
+        return engine.update_connector(c.id, |rec| rec.set("job_status", "completed")).await;
+    }
+    if let Some((start, end)) = window::onetime_window(c) {
+        engine.create_run(c.id, "onetime", start, end, |_| {}).await?;
+    }
+    Ok(())
+}
+
+/// Open runs without a live task, one per connector (the first by split root, then
+/// window start, then id), with the time they become due.
+fn runnable(engine: &Engine) -> Vec<(u64, Option<DateTime<Utc>>)> {
+    let open: Vec<(u64, Vec<u64>)> = {
+        let index = engine.index();
+        index
+            .open
+            .iter()
+            .filter(|(_, runs)| !runs.iter().any(|r| index.active.contains(r)))
+            .map(|(c, runs)| (*c, runs.iter().copied().collect()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (_, ids) in open {
+        let first = ids
+            .iter()
+            .filter_map(|id| engine.run(*id))
+            .min_by_key(|r| (r.int("split_of_id").unwrap_or(r.id as i64), time(r, "window_start"), r.id));
+        if let Some(run) = first {
+            let due = match state(&run) {
+                "retrying" => time(&run, "next_attempt_at"),
+                _ => None,
+            };
+            out.push((run.id, due));
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+fn dispatch(engine: &Arc<Engine>, run_id: u64) {
+    if !engine.index().active.insert(run_id) {
+        return;
+    }
+    let engine2 = engine.clone();
+    engine.tasks.spawn(runner::drive(engine2, run_id));
+}
