@@ -1,0 +1,286 @@
+//! Fake Odoo callback target: web-session login/logout as MTS drives it, and `/api/...` endpoints that record callbacks.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+
+use super::http::{Recorded, Reply, Server, json, lock, random_token, reply, with_header};
+
+/// The path MTS is usually told to call back.
+pub const CALLBACK_PATH: &str = "/api/v1/registry/callback";
+
+/// One callback the fake accepted.
+#[derive(Debug, Clone)]
+pub struct ReceivedCallback {
+    pub method: String,
+    pub path: String,
+    /// Headers in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`None` when the body was empty or not JSON).
+    pub body: Option<Value>,
+    pub raw_body: String,
+}
+
+impl ReceivedCallback {
+    /// First value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A fake Odoo that completes the MTS callback chain.
+pub struct FakeOdoo {
+    server: Server,
+    state: Arc<Mutex<OdooState>>,
+}
+
+struct OdooState {
+    db: String,
+    login: String,
+    password: String,
+    /// A static `Authorization` header value accepted instead of a session.
+    api_authorization: Option<String>,
+    sessions: HashSet<String>,
+    received: Vec<ReceivedCallback>,
+    logins: usize,
+    logouts: usize,
+    fail_next: usize,
+    fail_status: StatusCode,
+    down: bool,
+    delay: Duration,
+}
+
+impl FakeOdoo {
+    /// Starts a fake Odoo with one database and one user.
+    pub async fn start(db: &str, login: &str, password: &str) -> io::Result<FakeOdoo> {
+        let state = Arc::new(Mutex::new(OdooState {
+            db: db.to_string(),
+            login: login.to_string(),
+            password: password.to_string(),
+            api_authorization: None,
+            sessions: HashSet::new(),
+            received: Vec::new(),
+            logins: 0,
+            logouts: 0,
+            fail_next: 0,
+            fail_status: StatusCode::INTERNAL_SERVER_ERROR,
+            down: false,
+            delay: Duration::ZERO,
+        }));
+        let handler_state = state.clone();
+        let server = Server::start(move |req| {
+            let state = handler_state.clone();
+            async move { handle(&state, req).await }
+        })
+        .await?;
+        Ok(FakeOdoo { server, state })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// `{url}/web/session/authenticate`, what MTS gets as `authOdoo.authUrl`.
+    pub fn auth_url(&self) -> String {
+        format!("{}/web/session/authenticate", self.url())
+    }
+
+    /// `{url}/api/v1/registry/callback`
+    pub fn callback_url(&self) -> String {
+        format!("{}{CALLBACK_PATH}", self.url())
+    }
+
+    /// Also accept callbacks whose `Authorization` header equals `value` (e.g. `Bearer abc`).
+    pub fn set_api_authorization(&self, value: Option<&str>) {
+        lock(&self.state).api_authorization = value.map(str::to_string);
+    }
+
+    /// The callbacks accepted so far (200 answers), in order.
+    pub fn received(&self) -> Vec<ReceivedCallback> {
+        lock(&self.state).received.clone()
+    }
+
+    /// How many accepted callbacks carried each value of header `name`
+    /// (e.g. `X-MTS-Connector-Delivery`, to spot duplicate deliveries).
+    pub fn count_by_header(&self, name: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for cb in lock(&self.state).received.iter() {
+            if let Some(v) = cb.header(name) {
+                *counts.entry(v.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> usize {
+        lock(&self.state).logins
+    }
+
+    /// Logouts so far (`GET /web/session/logout`).
+    pub fn logouts(&self) -> usize {
+        lock(&self.state).logouts
+    }
+
+    /// Sessions currently valid.
+    pub fn active_sessions(&self) -> usize {
+        lock(&self.state).sessions.len()
+    }
+
+    /// Every request received so far (including rejected ones).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// The next `n` callbacks under `/api/` are answered with `status` and not recorded as received.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut st = lock(&self.state);
+        st.fail_next = n;
+        st.fail_status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// When true, every request gets a 503.
+    pub fn set_down(&self, down: bool) {
+        lock(&self.state).down = down;
+    }
+
+    /// Delays every answer.
+    pub fn set_delay(&self, delay: Duration) {
+        lock(&self.state).delay = delay;
+    }
+
+    /// Ends every session: their cookies stop working.
+    pub fn expire_sessions(&self) {
+        lock(&self.state).sessions.clear();
+    }
+
+    /// Changes the user's password (existing sessions stay valid, as in Odoo).
+    pub fn set_password(&self, password: &str) {
+        lock(&self.state).password = password.to_string();
+    }
+
+    /// Stops the server now.
+    pub async fn shutdown(mut self) {
+        self.server.shutdown().await;
+    }
+}
+
+async fn handle(state: &Mutex<OdooState>, req: Recorded) -> Reply {
+    let (down, delay) = {
+        let st = lock(state);
+        (st.down, st.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if down {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/html",
+            "<html><body><h1>503 Service Unavailable</h1></body></html>",
+        );
+    }
+    match (req.method.as_str(), req.path.as_str()) {
+        // Odoo routes JSON by content type, not by method: MTS authenticates with a GET.
+        (_, "/web/session/authenticate") => authenticate(state, &req),
+        ("GET" | "POST", "/web/session/logout") => logout(state, &req),
+        ("GET", "/web/login") => {
+            reply(StatusCode::OK, "text/html; charset=utf-8", "<html><body>Odoo login (fake)</body></html>")
+        }
+        (_, path) if path.starts_with("/api/") => callback(state, req),
+        _ => reply(StatusCode::NOT_FOUND, "text/html; charset=utf-8", "<html><body><h1>Not Found</h1></body></html>"),
+    }
+}
+
+fn rpc_id(req: &Recorded) -> Value {
+    req.body.as_ref().and_then(|b| b.get("id")).cloned().unwrap_or(Value::Null)
+}
+
+fn authenticate(state: &Mutex<OdooState>, req: &Recorded) -> Reply {
+    let Some(body) = req.body.as_ref() else {
+        return reply(StatusCode::BAD_REQUEST, "text/html", "<html><body>Invalid JSON data</body></html>");
+    };
+    let params = body.get("params").cloned().unwrap_or(Value::Null);
+    let field = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or_default();
+    let mut st = lock(state);
+    if field("db") != st.db || field("login") != st.login || field("password") != st.password {
+        return json(
+            StatusCode::OK,
+            &json!({
+                "jsonrpc": "2.0",
+                "id": rpc_id(req),
+                "error": {
+                    "code": 200,
+                    "message": "Odoo Server Error",
+                    "data": {
+                        "name": "odoo.exceptions.AccessDenied",
+                        "debug": "Traceback (most recent call last):\nodoo.exceptions.AccessDenied: Access Denied",
+                        "message": "Access Denied",
+                        "arguments": ["Access Denied"],
+                        "context": {}
+                    }
+                }
+            }),
+        );
+    }
+    let sid = random_token(40);
+    st.sessions.insert(sid.clone());
+    st.logins += 1;
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": rpc_id(req),
+        "result": {
+            "uid": 2,
+            "is_system": true,
+            "is_admin": true,
+            "user_context": {"lang": "en_US", "tz": "UTC", "uid": 2},
+            "db": st.db,
+            "server_version": "15.0",
+            "server_version_info": [15, 0, 0, "final", 0, ""],
+            "name": "Administrator",
+            "username": st.login,
+            "partner_display_name": "Administrator",
+            "company_id": 1,
+            "partner_id": 3,
+            "web.base.url": "http://localhost:8069"
+        }
+    });
+    with_header(json(StatusCode::OK, &body), header::SET_COOKIE, &format!("session_id={sid}; HttpOnly; Path=/"))
+}
+
+fn logout(state: &Mutex<OdooState>, req: &Recorded) -> Reply {
+    let mut st = lock(state);
+    if let Some(sid) = req.cookie("session_id") {
+        st.sessions.remove(&sid);
+    }
+    st.logouts += 1;
+    let resp =
+        with_header(reply(StatusCode::SEE_OTHER, "text/html; charset=utf-8", ""), header::LOCATION, "/web/login");
+    with_header(resp, header::SET_COOKIE, "session_id=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Path=/")
+}
+
+fn callback(state: &Mutex<OdooState>, req: Recorded) -> Reply {
+    let mut st = lock(state);
+    if st.fail_next > 0 {
+        st.fail_next -= 1;
+        return json(st.fail_status, &json!({"ok": false, "error": "injected failure"}));
+    }
+    let by_session = req.cookie("session_id").is_some_and(|s| st.sessions.contains(&s));
+    let by_header = st.api_authorization.as_deref().is_some_and(|want| req.header("authorization") == Some(want));
+    if !by_session && !by_header {
+        return json(StatusCode::UNAUTHORIZED, &json!({"ok": false, "error": "unauthorized"}));
+    }
+    st.received.push(ReceivedCallback {
+        method: req.method,
+        path: req.path,
+        headers: req.headers,
+        body: req.body,
+        raw_body: req.raw_body,
+    });
+    json(StatusCode::OK, &json!({"ok": true}))
+}
