@@ -1,0 +1,536 @@
+//! End-to-end tests of the run engine: the real binary against the fake ODK Central,
+//! MTS and Odoo, asserting what a user of OpenG2P would notice (windows, runs, tokens
+//! delivered exactly once).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{Options, Service};
+use mts_connector::fakes::{FakeMts, FakeOdk, FakeOdoo};
+use serde_json::{Value, json};
+
+const ODK_EMAIL: &str = "collector@example.org";
+const ODK_PW: &str = "odk-pw-SECRET1";
+const ODOO_DB: &str = "registry";
+const ODOO_LOGIN: &str = "admin";
+const ODOO_PW: &str = "cb-pw-SECRET2";
+const PROJECT: &str = "1";
+const FORM: &str = "registration";
+
+/// Fast engine settings: retries in fractions of a second, one "minute" of interval
+/// lasting `minute` seconds.
+fn fast(minute: f64) -> Options {
+    Options::new()
+        .arg("--retry-base-seconds")
+        .arg("0.2")
+        .arg("--retry-cap-seconds")
+        .arg("0.5")
+        .arg("--poll-seconds")
+        .arg("0.1")
+        .arg("--minute-seconds")
+        .arg(minute.to_string())
+}
+
+struct World {
+    odk: FakeOdk,
+    mts: FakeMts,
+    odoo: FakeOdoo,
+    svc: Service,
+}
+
+impl World {
+    async fn start(options: Options) -> World {
+        let odk = FakeOdk::start(ODK_EMAIL, ODK_PW).await.expect("fake odk");
+        odk.add_form(PROJECT, FORM);
+        let mts = FakeMts::start().await.expect("fake mts");
+        let odoo = FakeOdoo::start(ODOO_DB, ODOO_LOGIN, ODOO_PW).await.expect("fake odoo");
+        let svc = Service::start_with(options).await;
+        World { odk, mts, odoo, svc }
+    }
+
+    /// A valid ODK connector wired to the fakes, with `patch` applied.
+    fn connector(&self, patch: Value) -> Value {
+        let mut c = json!({
+            "name": "Registrations",
+            "mts_url": self.mts.url(),
+            "input_type": "odk",
+            "is_recurring": "recurring",
+            "interval_minutes": 1,
+            "settle_seconds": 0,
+            "odk_base_url": self.odk.url(),
+            "odk_odata_url": self.odk.odata_url(PROJECT, FORM),
+            "odk_email": ODK_EMAIL,
+            "odk_password": ODK_PW,
+            "callback_url": self.odoo.callback_url(),
+            "callback_authtype": "odoo",
+            "callback_auth_url": self.odoo.auth_url(),
+            "callback_auth_database": ODOO_DB,
+            "callback_auth_username": ODOO_LOGIN,
+            "callback_auth_password": ODOO_PW,
+            "output_format": "{\"id\": .input.__id, \"vid\": .output.vid, \"token\": .output.token}",
+        });
+        for (k, v) in patch.as_object().expect("patch is an object") {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    async fn runs(&self, connector: u64) -> Vec<Value> {
+        self.svc
+            .ok("mts.connector.run", "search_read", json!([[["connector_id", "=", connector]]]), json!({"order": "id"}))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many callbacks each submission id received.
+    fn delivered(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for cb in self.odoo.received() {
+            if let Some(id) = cb.body.as_ref().and_then(|b| b["id"].as_str()) {
+                *out.entry(id.to_string()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Every one of `ids` delivered exactly once with its deterministic token.
+    fn assert_each_delivered_once(&self, ids: &[String]) {
+        let delivered = self.delivered();
+        for id in ids {
+            assert_eq!(delivered.get(id), Some(&1), "submission {id} delivered {:?} times", delivered.get(id));
+        }
+        for cb in self.odoo.received() {
+            let body = cb.body.expect("callback body");
+            let vid = body["vid"].as_str().expect("vid");
+            assert_eq!(body["token"], json!(self.mts.token_for(vid)), "token of {vid}");
+        }
+    }
+}
+
+fn at(s: &Value) -> DateTime<Utc> {
+    mts_connector::model::parse_datetime(s.as_str().expect("datetime string")).expect("datetime")
+}
+
+fn now_s() -> DateTime<Utc> {
+    // Whole seconds, as windows travel.
+    DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("timestamp")
+}
+
+/// Polls `check` until it answers `Some`, or panics after `secs` with `what`.
+async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn terminal(run: &Value) -> bool {
+    matches!(run["state"].as_str(), Some("done" | "done_with_errors" | "empty" | "failed" | "cancelled"))
+}
+
+fn states(runs: &[Value]) -> Vec<String> {
+    runs.iter().map(|r| r["state"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+/// Windows of `runs` tile time: each starts where the previous ended.
+fn assert_tiled(runs: &[Value]) {
+    for pair in runs.windows(2) {
+        assert_eq!(pair[0]["window_end"], pair[1]["window_start"], "windows must be contiguous: {pair:?}");
+        assert!(at(&pair[0]["window_start"]) < at(&pair[0]["window_end"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recurring_windows_tile_time_and_every_submission_gets_one_token() {
+    let w = World::start(fast(2.0)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    let mut ids = Vec::new();
+    // Submissions arrive while the connector runs; each lands in the window open then.
+    for _ in 0..3 {
+        let t = Utc::now();
+        ids.extend(w.odk.add_generated_submissions(PROJECT, FORM, 4, t, t + TimeDelta::milliseconds(500)));
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+    }
+    let last = now_s();
+    let runs = until(60, "windows past the last submission done", || async {
+        let runs = w.runs(id).await;
+        let done: Vec<Value> = runs.iter().take_while(|r| terminal(r)).cloned().collect();
+        (done.len() >= 3 && done.last().is_some_and(|r| at(&r["window_end"]) > last)).then_some(done)
+    })
+    .await;
+    assert!(runs.len() >= 3, "{:?}", states(&runs));
+    assert_tiled(&runs);
+    assert!(runs.iter().all(|r| matches!(r["state"].as_str(), Some("done" | "empty"))), "{:?}", states(&runs));
+    assert!(runs.iter().all(|r| r["trigger"] == "schedule"));
+    until(30, "all 12 callbacks", || async { (w.delivered().len() >= 12).then_some(()) }).await;
+    w.assert_each_delivered_once(&ids);
+    // The connector shows its last run and next fire.
+    let c = &w.svc.connector("read", json!([[id], ["job_status", "last_run_id", "next_run_at"]])).await[0];
+    assert_eq!(c["job_status"], "running");
+    assert!(c["last_run_id"].is_array(), "{c}");
+    assert!(c["next_run_at"].is_string(), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_window_is_empty_and_advances_without_calling_mts() {
+    let w = World::start(fast(1.0)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    let runs = until(30, "two empty runs", || async {
+        let runs = w.runs(id).await;
+        (runs.iter().filter(|r| r["state"] == "empty").count() >= 2).then_some(runs)
+    })
+    .await;
+    let empty: Vec<Value> = runs.into_iter().filter(|r| r["state"] == "empty").collect();
+    assert_tiled(&empty[..2]);
+    assert_eq!(empty[0]["records_expected"], 0);
+    assert!(w.mts.submissions().is_empty(), "MTS must not be asked about an empty window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mts_down_for_several_fires_then_back_tokenises_everything_once() {
+    let w = World::start(fast(1.0)).await;
+    let t = now_s() - TimeDelta::seconds(30);
+    let ids = w.odk.add_generated_submissions(PROJECT, FORM, 20, t, t + TimeDelta::seconds(20));
+    w.mts.set_down(true);
+    let id = w.svc.create(&w.connector(json!({"start_datetime": mts_connector::model::format_datetime(t)}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    let retrying = until(30, "a run retrying several times", || async {
+        let runs = w.runs(id).await;
+        runs.into_iter().find(|r| r["state"] == "retrying" && r["attempts"].as_i64() >= Some(3))
+    })
+    .await;
+    assert!(retrying["error_message"].as_str().unwrap_or_default().contains("503"), "{retrying}");
+    // While it retries, later fires do not stack up runs over the same time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let open = w.runs(id).await.into_iter().filter(|r| !terminal(r)).count();
+    assert_eq!(open, 1, "one active run per connector");
+    w.mts.set_down(false);
+    until(60, "all 20 submissions delivered", || async { (w.delivered().len() >= 20).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.assert_each_delivered_once(&ids);
+    let runs = w.runs(id).await;
+    let acked: Vec<Value> =
+        runs.into_iter().filter(|r| matches!(r["state"].as_str(), Some("done" | "empty"))).collect();
+    assert_tiled(&acked);
+    assert_eq!(acked[0]["window_start"], json!(mts_connector::model::format_datetime(t)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mts_refusing_the_request_fails_the_run_and_keeps_the_window() {
+    let w = World::start(fast(1.0)).await;
+    let t = now_s() - TimeDelta::seconds(30);
+    w.odk.add_generated_submissions(PROJECT, FORM, 3, t, t + TimeDelta::seconds(10));
+    w.mts.fail_next_submits(2, 400);
+    let id = w.svc.create(&w.connector(json!({"start_datetime": mts_connector::model::format_datetime(t)}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    let runs = until(30, "a failed run, then a run that succeeds", || async {
+        let runs = w.runs(id).await;
+        (runs.iter().filter(|r| r["state"] == "failed").count() >= 2 && runs.iter().any(|r| r["state"] == "done"))
+            .then_some(runs)
+    })
+    .await;
+    let failed: Vec<&Value> = runs.iter().filter(|r| r["state"] == "failed").collect();
+    let message = failed[0]["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("HTTP 400"), "{message}");
+    assert_eq!(failed[0]["error_code"], "ATS-REQ-100", "{}", failed[0]);
+    // The watermark did not move: every later run starts where the failed one did.
+    let start = &failed[0]["window_start"];
+    assert_eq!(start, &json!(mts_connector::model::format_datetime(t)));
+    assert!(runs.iter().all(|r| &r["window_start"] == start), "{runs:?}");
+    assert_eq!(failed[0]["attempts"], 1, "a 4xx is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_mts_forgets_is_resubmitted_and_completed() {
+    let w = World::start(fast(60.0)).await;
+    let t = now_s() - TimeDelta::seconds(100);
+    let ids = w.odk.add_generated_submissions(PROJECT, FORM, 5, t, t + TimeDelta::seconds(50));
+    w.mts.hold_processing(true);
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    let run_ids = w
+        .svc
+        .connector(
+            "action_import",
+            json!([
+                [id],
+                mts_connector::model::format_datetime(t),
+                mts_connector::model::format_datetime(t + TimeDelta::seconds(60))
+            ]),
+        )
+        .await;
+    assert_eq!(run_ids.as_array().map(Vec::len), Some(1));
+    until(30, "the run submitted", || async {
+        w.runs(id).await.into_iter().find(|r| r["state"] == "submitted").map(|_| ())
+    })
+    .await;
+    w.mts.restart();
+    w.mts.hold_processing(false);
+    let runs = until(30, "a retry run done", || async {
+        let runs = w.runs(id).await;
+        runs.iter().any(|r| r["trigger"] == "retry" && r["state"] == "done").then_some(runs)
+    })
+    .await;
+    let original = &runs[0];
+    assert_eq!(original["state"], "cancelled", "{original}");
+    assert_eq!(original["mts_status"], "lost");
+    assert!(original["error_message"].as_str().unwrap_or_default().contains("404"), "{original}");
+    let retry = runs.iter().find(|r| r["trigger"] == "retry").expect("retry run");
+    assert_eq!(retry["retry_of_id"][0], original["id"]);
+    assert_eq!(retry["window_start"], original["window_start"]);
+    assert_eq!(retry["window_end"], original["window_end"]);
+    until(30, "5 callbacks", || async { (w.delivered().len() >= 5).then_some(()) }).await;
+    w.assert_each_delivered_once(&ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_window_is_split_so_no_request_carries_more_than_the_maximum() {
+    let w = World::start(fast(60.0)).await;
+    let t = now_s() - TimeDelta::hours(2);
+    let ids = w.odk.add_generated_submissions(PROJECT, FORM, 5000, t, t + TimeDelta::hours(1));
+    let id = w.svc.create(&w.connector(json!({"max_records_per_request": 500}))).await;
+    w.svc
+        .connector(
+            "action_import",
+            json!([
+                [id],
+                mts_connector::model::format_datetime(t),
+                mts_connector::model::format_datetime(t + TimeDelta::hours(1))
+            ]),
+        )
+        .await;
+    let runs = until(180, "the import done", || async {
+        let runs = w.runs(id).await;
+        (!runs.is_empty() && runs.iter().all(terminal)).then_some(runs)
+    })
+    .await;
+    assert!(runs.iter().all(|r| r["state"] == "done"), "{:?}", states(&runs));
+    let subs = w.mts.submissions();
+    assert!(subs.len() >= 10, "{} MTS requests", subs.len());
+    assert!(subs.iter().all(|s| s.records <= 500), "{:?}", subs.iter().map(|s| s.records).collect::<Vec<_>>());
+    assert_eq!(subs.iter().map(|s| s.records).sum::<usize>(), 5000);
+    let mut sorted = runs.clone();
+    sorted.sort_by_key(|r| at(&r["window_start"]));
+    assert_tiled(&sorted);
+    assert_eq!(runs.iter().map(|r| r["records_expected"].as_i64().unwrap_or(0)).sum::<i64>(), 5000);
+    until(120, "5000 callbacks", || async { (w.delivered().len() >= 5000).then_some(()) }).await;
+    w.assert_each_delivered_once(&ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_time_job_covers_exactly_its_own_window() {
+    let w = World::start(fast(60.0)).await;
+    let start = now_s() - TimeDelta::hours(3);
+    let end = start + TimeDelta::hours(1);
+    let before = w.odk.add_generated_submissions(PROJECT, FORM, 3, start - TimeDelta::minutes(30), start);
+    let inside = w.odk.add_generated_submissions(PROJECT, FORM, 6, start, end);
+    let after = w.odk.add_generated_submissions(PROJECT, FORM, 3, end, end + TimeDelta::minutes(30));
+    let fmt = mts_connector::model::format_datetime;
+    let id = w
+        .svc
+        .create(
+            &w.connector(json!({"is_recurring": "onetime", "start_datetime": fmt(start), "end_datetime": fmt(end)})),
+        )
+        .await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    until(30, "the connector completed", || async {
+        let c = &w.svc.connector("read", json!([[id], ["job_status"]])).await[0];
+        (c["job_status"] == "completed").then_some(())
+    })
+    .await;
+    let runs = w.runs(id).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["trigger"], "onetime");
+    assert_eq!(runs[0]["state"], "done");
+    assert_eq!(runs[0]["window_start"], json!(fmt(start)));
+    assert_eq!(runs[0]["window_end"], json!(fmt(end)));
+    until(30, "6 callbacks", || async { (w.delivered().len() >= 6).then_some(()) }).await;
+    w.assert_each_delivered_once(&inside);
+    let delivered = w.delivered();
+    assert!(before.iter().chain(&after).all(|id| !delivered.contains_key(id)), "outside the window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_import_of_thirty_days_completes() {
+    let w = World::start(fast(60.0)).await;
+    let end = now_s() - TimeDelta::minutes(5);
+    let start = end - TimeDelta::days(30);
+    let ids = w.odk.add_generated_submissions(PROJECT, FORM, 300, start, end);
+    let id = w.svc.create(&w.connector(json!({"max_records_per_request": 100}))).await;
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(start), fmt(end)])).await;
+    let runs = until(120, "the import done", || async {
+        let runs = w.runs(id).await;
+        (!runs.is_empty() && runs.iter().all(terminal)).then_some(runs)
+    })
+    .await;
+    assert!(runs.iter().all(|r| r["state"] == "done" && r["trigger"] == "manual"), "{:?}", states(&runs));
+    assert!(runs.len() >= 3);
+    until(60, "300 callbacks", || async { (w.delivered().len() >= 300).then_some(()) }).await;
+    w.assert_each_delivered_once(&ids);
+    // A manual import does not move the recurring watermark: the preview still starts
+    // one interval back.
+    let c = w.svc.connector("read", json!([[id], ["job_status"]])).await;
+    assert_eq!(c[0]["job_status"], "draft");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_rejects_bad_ranges_and_creates_nothing() {
+    let w = World::start(fast(60.0)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    let fmt = mts_connector::model::format_datetime;
+    let now = now_s();
+    for (s, e) in
+        [(now - TimeDelta::hours(1), now - TimeDelta::hours(2)), (now - TimeDelta::hours(1), now + TimeDelta::hours(1))]
+    {
+        let err = w.svc.err("mts.connector", "action_import", json!([[id], fmt(s), fmt(e)]), json!({})).await;
+        assert_eq!(err["data"]["name"], "odoo.exceptions.ValidationError", "{err}");
+    }
+    let err = w.svc.err("mts.connector", "action_import", json!([[id], "yesterday", fmt(now)]), json!({})).await;
+    assert!(err["data"]["message"].as_str().unwrap_or_default().contains("window_start"), "{err}");
+    assert!(w.runs(id).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connection_reports_each_check_without_secrets() {
+    let w = World::start(fast(60.0)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    let report = w.svc.connector("action_test_connection", json!([[id]])).await;
+    let text = report.as_str().expect("a report string");
+    assert!(text.contains("OK: MTS at"), "{text}");
+    assert!(text.contains("OK: ODK Central"), "{text}");
+    w.svc.connector("write", json!([[id], {"odk_password": "wrong-SECRET9"}])).await;
+    let report = w.svc.connector("action_test_connection", json!([[id]])).await;
+    let text = report.as_str().expect("a report string");
+    assert!(text.contains("FAILED: ODK Central"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+    w.mts.set_down(true);
+    let text = w.svc.connector("action_test_connection", json!([[id]])).await;
+    assert!(text.as_str().unwrap_or_default().contains("FAILED: MTS"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_connector_cancels_its_queued_runs() {
+    let w = World::start(fast(60.0)).await;
+    w.mts.set_down(true);
+    let t = now_s() - TimeDelta::hours(1);
+    w.odk.add_generated_submissions(PROJECT, FORM, 3, t, t + TimeDelta::minutes(5));
+    let id = w.svc.create(&w.connector(json!({"start_datetime": mts_connector::model::format_datetime(t)}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    until(30, "a retrying run", || async { w.runs(id).await.into_iter().find(|r| r["state"] == "retrying") }).await;
+    w.svc.connector("action_stop", json!([[id]])).await;
+    let runs = until(10, "the run cancelled", || async {
+        let runs = w.runs(id).await;
+        runs.iter().all(terminal).then_some(runs)
+    })
+    .await;
+    assert!(runs.iter().all(|r| r["state"] == "cancelled"), "{:?}", states(&runs));
+    let c = &w.svc.connector("read", json!([[id], ["job_status", "next_run_at"]])).await[0];
+    assert_eq!(c["job_status"], "completed");
+    assert_eq!(c["next_run_at"], false);
+}
+
+/// Kills the service with SIGKILL at one point of a run's life, restarts it on the same
+/// data dir, and checks the run ends well: no window lost, and no window submitted
+/// again once MTS had acknowledged it.
+async fn crash_at(point: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut w = World::start(fast(60.0).data_dir(&data)).await;
+    let t = now_s() - TimeDelta::hours(1);
+    let ids = w.odk.add_generated_submissions(PROJECT, FORM, 8, t, t + TimeDelta::minutes(10));
+    match point {
+        "queued" => w.odk.set_delay(Duration::from_secs(3)),
+        "submitting" => w.mts.set_submit_delay(Duration::from_secs(3)),
+        _ => w.mts.hold_processing(true),
+    }
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::minutes(30))])).await;
+    // Wait until the run is at the point, then kill the service outright.
+    match point {
+        "queued" => {
+            until(10, "ODK asked for a session", || async {
+                w.odk.requests().iter().any(|r| r.path.ends_with("/sessions")).then_some(())
+            })
+            .await
+        }
+        "submitting" => {
+            until(10, "the run submitting", || async {
+                w.runs(id).await.into_iter().find(|r| r["state"] == "submitting").map(|_| ())
+            })
+            .await
+        }
+        _ => {
+            until(10, "the run submitted", || async {
+                w.runs(id).await.into_iter().find(|r| r["state"] == "submitted").map(|_| ())
+            })
+            .await
+        }
+    }
+    w.svc.kill9();
+    let before_restart = w.mts.submissions().len();
+    w.odk.set_delay(Duration::ZERO);
+    w.mts.set_submit_delay(Duration::ZERO);
+    w.svc = Service::start_with(fast(60.0).data_dir(&data)).await;
+    w.mts.hold_processing(false);
+    let runs = until(60, "the run done after the restart", || async {
+        let runs = w.runs(id).await;
+        (!runs.is_empty() && runs.iter().all(terminal)).then_some(runs)
+    })
+    .await;
+    assert!(runs.iter().any(|r| r["state"] == "done"), "{point}: {:?}", states(&runs));
+    until(30, "every submission delivered", || async { (w.delivered().len() >= ids.len()).then_some(()) }).await;
+    let subs = w.mts.submissions();
+    match point {
+        // Never reached MTS: submitted once, after the restart.
+        "queued" => {
+            assert_eq!(before_restart, 0);
+            assert_eq!(subs.len(), 1, "{point}");
+            w.assert_each_delivered_once(&ids);
+        }
+        // MTS had acknowledged it: tracked again, never resubmitted.
+        "submitted" => {
+            assert_eq!(subs.len(), 1, "{point}: resubmitted after acknowledgment");
+            w.assert_each_delivered_once(&ids);
+        }
+        // In flight when killed: MTS may have taken it, so it is sent again (the relay
+        // de-duplicates downstream); nothing may be lost.
+        _ => {
+            assert!(!subs.is_empty() && subs.len() <= 2, "{point}: {} submissions", subs.len());
+            let delivered = w.delivered();
+            assert!(ids.iter().all(|i| delivered.contains_key(i)), "{point}: a submission was lost");
+            let run = runs.iter().find(|r| r["state"] == "done").expect("done run");
+            assert!(run["attempts"].as_i64() >= Some(1));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_before_the_run_reached_mts_submits_it_after_restart() {
+    crash_at("queued").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_the_request_is_in_flight_loses_nothing() {
+    crash_at("submitting").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_mts_acknowledged_tracks_without_resubmitting() {
+    crash_at("submitted").await;
+}
