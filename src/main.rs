@@ -2,7 +2,14 @@ use clap::Parser;
 use mts_connector::config::{Cli, Command, LogFormat};
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // jsonrpsee logs whole request bodies (API keys, passwords) at debug and trace: cap
+    // its targets whatever RUST_LOG asks for.
+    for target in ["jsonrpsee-http", "jsonrpsee-server", "jsonrpsee_server", "jsonrpsee_core", "jsonrpsee-core"] {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {

@@ -33,9 +33,11 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A non-negative integer; absent, `false` and `0` mean none (Odoo's `limit=0`).
     pub fn opt_usize(&self, pos: usize, name: &str) -> Result<Option<usize>, OdooError> {
         match self.get(pos, name) {
             None | Some(Value::Bool(false)) => Ok(None),
+            Some(v) if v.as_u64() == Some(0) => Ok(None),
             Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.wrong(name, "a non-negative integer")),
         }
     }

@@ -139,6 +139,11 @@ pub async fn handle(
     if !is_rpc_path(&path) {
         return Ok(json_response(StatusCode::NOT_FOUND, json!({"error": format!("no route {path}")})));
     }
+    // Odoo picks its JSON handler by content type, not method: MTS logs in with a GET
+    // that carries a JSON body.
+    if req.method() == Method::GET && jsonrpsee::server::http::content_type_is_json(&req) {
+        *req.method_mut() = Method::POST;
+    }
     let ctx = RequestCtx { session: session_cookie(&req), new_session: new_session_id(), path };
     req.extensions_mut().insert(ctx.clone());
     let mut svc = builder.build(methods, stop);

@@ -143,7 +143,7 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(invalid("callback_extra_headers", format!("{name:?} is not a valid header name")));
             }
-            if !value.as_str().is_some_and(|v| http::HeaderValue::from_str(v).is_ok()) {
+            if value.as_str().is_none_or(|v| http::HeaderValue::from_str(v).is_err()) {
                 return Err(invalid(
                     "callback_extra_headers",
                     format!("the value of {name:?} must be a string valid in a header"),
@@ -190,13 +190,11 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
 fn validate_required_by_form(rec: &Record) -> Result<(), ModelError> {
     let mut needed: Vec<&str> = Vec::new();
     match rec.str("is_recurring") {
-        Some("recurring") if rec.str("cron_expression").is_none() => {
-            if rec.int("interval_minutes").unwrap_or(0) < 1 {
-                return Err(invalid(
-                    "interval_minutes",
-                    "must be at least 1 for a recurring job (or set a cron expression)",
-                ));
-            }
+        Some("recurring") if rec.str("cron_expression").is_none() && rec.int("interval_minutes").unwrap_or(0) < 1 => {
+            return Err(invalid(
+                "interval_minutes",
+                "must be at least 1 for a recurring job (or set a cron expression)",
+            ));
         }
         Some("onetime") => needed.extend(["start_datetime", "end_datetime"]),
         _ => {}

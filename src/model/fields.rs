@@ -134,6 +134,11 @@ impl FieldDef {
     }
 }
 
+/// A whole-record check (the clock comes in as an argument).
+pub type Validator = fn(&Record, chrono::DateTime<chrono::Utc>) -> Result<(), super::ModelError>;
+/// A check before a record is deleted.
+pub type UnlinkCheck = fn(&Record) -> Result<(), super::ModelError>;
+
 /// A model the service holds: its name, label and fields.
 #[derive(Debug)]
 pub struct ModelDef {
@@ -145,9 +150,9 @@ pub struct ModelDef {
     /// Clients may create, write and unlink (false: read-only over the API).
     pub writable: bool,
     /// Whole-record checks run after every create, write and copy.
-    pub validate: Option<fn(&Record, chrono::DateTime<chrono::Utc>) -> Result<(), super::ModelError>>,
+    pub validate: Option<Validator>,
     /// Refuses an unlink (e.g. of a running connector).
-    pub check_unlink: Option<fn(&Record) -> Result<(), super::ModelError>>,
+    pub check_unlink: Option<UnlinkCheck>,
 }
 
 impl ModelDef {
