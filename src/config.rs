@@ -38,6 +38,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the service: the Odoo-dialect JSON-RPC API, the store and the scheduler.
     Serve(ServeArgs),
+    /// Show the whole flow against in-process fake ODK, MTS and Odoo: a connector, a
+    /// manual import, the runs and the tokens delivered.
+    Demo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -249,6 +252,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("valid command line").command {
             Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
         }
     }
 

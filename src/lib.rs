@@ -12,10 +12,12 @@
 //! - [`api`]: the Odoo JSON-RPC dialect over HTTP (jsonrpsee), sessions, dispatch.
 //! - [`fakes`]: fake MTS, ODK Central and Odoo for tests and the demo.
 //! - [`server`]: wires store, API and shutdown together.
+//! - [`demo`]: the whole flow in one command, against the fakes.
 
 pub mod api;
 pub mod clients;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod fakes;
 pub mod jq;

@@ -1,8 +1,8 @@
 use clap::Parser;
 use mts_connector::config::{Cli, Command, LogFormat};
 
-fn init_tracing(format: LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+fn init_tracing(format: LogFormat, default: &str) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     // jsonrpsee logs whole request bodies (API keys, passwords) at debug and trace: cap
     // its targets whatever RUST_LOG asks for.
     for target in ["jsonrpsee-http", "jsonrpsee-server", "jsonrpsee_server", "jsonrpsee_core", "jsonrpsee-core"] {
@@ -24,13 +24,18 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => match args.resolve() {
             Ok(config) => {
-                init_tracing(config.log_format);
+                init_tracing(config.log_format, "info");
                 mts_connector::server::serve(config, mts_connector::server::shutdown_signal())
                     .await
                     .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         },
+        Command::Demo => {
+            // The demo prints its own story; the service's log would drown it.
+            init_tracing(LogFormat::Text, "warn");
+            mts_connector::demo::run().await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

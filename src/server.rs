@@ -76,10 +76,22 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 /// Opens the store, binds, and serves until `shutdown` resolves.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // The store first: a second process on the same data dir fails on its lock, clearly,
+    // before anything else.
     let store = Arc::new(Store::open(&config.data_dir, MODELS)?);
-    let key = api_key(&config)?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    serve_on(store, listener, config, shutdown).await
+}
+
+/// Serves an open store on a bound `listener` (the demo binds its own to learn the port).
+pub async fn serve_on(
+    store: Arc<Store>,
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let key = api_key(&config)?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
