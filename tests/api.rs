@@ -1366,3 +1366,32 @@ async fn a_generated_api_key_is_private_works_and_is_not_logged() {
     assert_eq!(std::fs::read_to_string(&path).expect("key file").trim(), key);
     assert!(!svc.log().contains(&key));
 }
+
+#[tokio::test]
+async fn relay_mode_is_refused_until_the_relay_exists() {
+    rejected(json!({"callback_mode": "relay"}), "callback_mode").await;
+}
+
+#[tokio::test]
+async fn a_registry_connector_cannot_be_started_yet() {
+    let svc = Service::start().await;
+    let id = svc
+        .create(&merged(
+            &valid_connector(),
+            &json!({
+                "input_type": "custom",
+                "odoo_url": "https://registry.example.org",
+                "odoo_database": "registry",
+                "odoo_username": "registry-user",
+                "odoo_password": "reg-pw-SECRET7",
+            }),
+        ))
+        .await;
+    for method in ["action_start", "mts_action_trigger", "action_run_now"] {
+        let err = svc.err("mts.connector", method, json!([[id]]), json!({})).await;
+        assert_eq!(err["data"]["name"], "odoo.exceptions.UserError", "{method}: {err}");
+        assert!(err["data"]["message"].as_str().unwrap_or_default().contains("OpenG2P Registry"), "{err}");
+    }
+    let c = svc.connector("read", json!([[id], ["job_status"]])).await;
+    assert_eq!(c[0]["job_status"], "draft");
+}

@@ -20,10 +20,12 @@ const ODOO_PW: &str = "cb-pw-SECRET2";
 const PROJECT: &str = "1";
 const FORM: &str = "registration";
 
-/// Fast engine settings: retries in fractions of a second, one "minute" of interval
-/// lasting `minute` seconds.
+/// Fast engine settings: retries in fractions of a second (and enough of them not to
+/// give up while a test watches), one "minute" of interval lasting `minute` seconds.
 fn fast(minute: f64) -> Options {
     Options::new()
+        .arg("--max-attempts")
+        .arg("1000")
         .arg("--retry-base-seconds")
         .arg("0.2")
         .arg("--retry-cap-seconds")
@@ -533,4 +535,20 @@ async fn kill9_while_the_request_is_in_flight_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_after_mts_acknowledged_tracks_without_resubmitting() {
     crash_at("submitted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_gives_up_after_the_maximum_attempts() {
+    let w = World::start(fast(60.0).arg("--max-attempts").arg("3")).await;
+    w.mts.set_down(true);
+    let t = now_s() - TimeDelta::hours(1);
+    w.odk.add_generated_submissions(PROJECT, FORM, 2, t, t + TimeDelta::minutes(1));
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::minutes(5))])).await;
+    let run =
+        until(30, "the run failed", || async { w.runs(id).await.into_iter().find(|r| r["state"] == "failed") }).await;
+    assert_eq!(run["attempts"], 3, "{run}");
+    assert!(run["error_message"].as_str().unwrap_or_default().contains("gave up after 3 attempts"), "{run}");
+    assert_eq!(w.mts.submissions().len(), 0);
 }

@@ -76,6 +76,7 @@ impl Engine {
     pub async fn run_now(&self, connectors: &[Record], now: DateTime<Utc>) -> Result<Vec<u64>, ActionError> {
         for c in connectors {
             let name = c.str("name").unwrap_or("?");
+            crate::model::connector::check_runnable(c)?;
             if c.str("is_recurring") != Some("recurring") {
                 return Err(user(format!(
                     "Connector {name:?} is a one-time job; use Restart to run its window again."

@@ -183,6 +183,12 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
     {
         return Err(invalid("end_datetime", "must be after the start time"));
     }
+    if rec.str("callback_mode") == Some("relay") {
+        return Err(invalid(
+            "callback_mode",
+            "relay (callbacks through this service) is not available in this version; use direct",
+        ));
+    }
     validate_required_by_form(rec)
 }
 
@@ -311,8 +317,11 @@ pub fn transition(rec: &Record, action: Action) -> Result<&'static str, ModelErr
     let started = if rec.str("is_recurring") == Some("onetime") { "started" } else { "running" };
     let active = matches!(status, "started" | "running");
     match (action, status) {
-        (Action::Start, "draft" | "completed") | (Action::Restart, "completed") => Ok(started),
-        (Action::Toggle, _) => Ok(if active { "completed" } else { started }),
+        (Action::Start, "draft" | "completed") | (Action::Restart, "completed") => {
+            check_runnable(rec).map(|()| started)
+        }
+        (Action::Toggle, _) if active => Ok("completed"),
+        (Action::Toggle, _) => check_runnable(rec).map(|()| started),
         (Action::Stop, "started" | "running") => Ok("completed"),
         (Action::Start, _) => Err(ModelError::User(format!("Connector {name:?} is already {status}; stop it first."))),
         (Action::Restart, _) => Err(ModelError::User(format!(
@@ -322,6 +331,17 @@ pub fn transition(rec: &Record, action: Action) -> Result<&'static str, ModelErr
             "Connector {name:?} is {status}; only a started or running connector can be stopped."
         ))),
     }
+}
+
+/// Whether this version of the engine can run the connector.
+pub fn check_runnable(rec: &Record) -> Result<(), ModelError> {
+    if rec.str("input_type") == Some("custom") {
+        return Err(ModelError::User(format!(
+            "Connector {:?} reads the OpenG2P Registry, which this version of the service cannot run yet.",
+            rec.str("name").unwrap_or("?")
+        )));
+    }
+    Ok(())
 }
 
 /// Deleting a started or running connector is refused.
