@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: the Odoo-dialect JSON-RPC API, the store and the scheduler.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show the whole flow against in-process fake ODK, MTS and Odoo: a connector, a
     /// manual import, the runs and the tokens delivered.
     Demo,
@@ -251,7 +251,7 @@ mod tests {
         let mut argv = vec!["mts-connector", "serve"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("valid command line").command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             other => panic!("not serve: {other:?}"),
         }
     }

@@ -23,9 +23,13 @@ const FORM: &str = "registration";
 /// Fast engine settings: retries in fractions of a second (and enough of them not to
 /// give up while a test watches), one "minute" of interval lasting `minute` seconds.
 fn fast(minute: f64) -> Options {
+    fast_with(minute, 1000)
+}
+
+fn fast_with(minute: f64, max_attempts: u32) -> Options {
     Options::new()
         .arg("--max-attempts")
-        .arg("1000")
+        .arg(max_attempts.to_string())
         .arg("--retry-base-seconds")
         .arg("0.2")
         .arg("--retry-cap-seconds")
@@ -539,7 +543,7 @@ async fn kill9_after_mts_acknowledged_tracks_without_resubmitting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_gives_up_after_the_maximum_attempts() {
-    let w = World::start(fast(60.0).arg("--max-attempts").arg("3")).await;
+    let w = World::start(fast_with(60.0, 3)).await;
     w.mts.set_down(true);
     let t = now_s() - TimeDelta::hours(1);
     w.odk.add_generated_submissions(PROJECT, FORM, 2, t, t + TimeDelta::minutes(1));
