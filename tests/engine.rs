@@ -556,3 +556,61 @@ async fn a_run_gives_up_after_the_maximum_attempts() {
     assert!(run["error_message"].as_str().unwrap_or_default().contains("gave up after 3 attempts"), "{run}");
     assert_eq!(w.mts.submissions().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_fires_are_not_replayed_the_next_window_covers_the_gap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut w = World::start(fast(1.0).data_dir(&data)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    until(20, "a first empty run", || async { w.runs(id).await.into_iter().find(|r| r["state"] == "empty") }).await;
+    w.svc.terminate().await;
+    // Down for several intervals.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    w.svc = Service::start_with(fast(1.0).data_dir(&data)).await;
+    let runs = until(20, "a run after the restart", || async {
+        let runs = w.runs(id).await;
+        let done: Vec<Value> = runs.iter().filter(|r| terminal(r)).cloned().collect();
+        (done.len() >= 2).then_some(done)
+    })
+    .await;
+    assert_tiled(&runs);
+    // One run covers the whole time the service was down, not one run per missed fire.
+    let gap = at(&runs[1]["window_end"]) - at(&runs[1]["window_start"]);
+    assert!(gap >= TimeDelta::seconds(4), "the run after the restart covers {gap}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_runs_are_pruned_but_failed_ones_and_the_watermark_stay() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut w = World::start(fast(60.0).data_dir(&data)).await;
+    let fmt = mts_connector::model::format_datetime;
+    let t = now_s() - TimeDelta::days(1);
+    // One failed run (MTS refuses), then five empty imports.
+    w.odk.add_generated_submissions(PROJECT, FORM, 1, t, t + TimeDelta::minutes(1));
+    w.mts.fail_next_submits(1, 400);
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::minutes(5))])).await;
+    until(20, "the failed run", || async { w.runs(id).await.into_iter().find(|r| r["state"] == "failed") }).await;
+    for h in 1..=5 {
+        let s = t + TimeDelta::hours(h);
+        w.svc.connector("action_import", json!([[id], fmt(s), fmt(s + TimeDelta::minutes(5))])).await;
+        until(20, "the empty run", || async {
+            (w.runs(id).await.iter().filter(|r| r["state"] == "empty").count() as i64 == h).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(w.runs(id).await.len(), 6);
+    w.svc.terminate().await;
+    w.svc = Service::start_with(fast(60.0).arg("--run-retention").arg("2").data_dir(&data)).await;
+    let runs = until(20, "old runs pruned", || async {
+        let runs = w.runs(id).await;
+        (runs.len() == 3).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs.iter().filter(|r| r["state"] == "failed").count(), 1, "failed runs are kept: {:?}", states(&runs));
+    let ids: Vec<i64> = runs.iter().map(|r| r["id"].as_i64().unwrap_or(0)).collect();
+    assert_eq!(&ids[1..], &[5, 6], "the newest runs are kept");
+}

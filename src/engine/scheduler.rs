@@ -14,7 +14,8 @@ use crate::model::{connector, format_datetime, parse_datetime};
 
 /// Runs until the engine is cancelled.
 pub async fn run(engine: Arc<Engine>) {
-    let mut last_prune = Utc::now();
+    // Prune once at start, then every ten minutes.
+    let mut last_prune = DateTime::<Utc>::MIN_UTC;
     loop {
         let now = Utc::now();
         let next = match tick(&engine, now).await {
