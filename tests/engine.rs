@@ -614,3 +614,36 @@ async fn old_runs_are_pruned_but_failed_ones_and_the_watermark_stay() {
     let ids: Vec<i64> = runs.iter().map(|r| r["id"].as_i64().unwrap_or(0)).collect();
     assert_eq!(&ids[1..], &[5, 6], "the newest runs are kept");
 }
+
+/// Samples the states of two connectors' runs while both imports run; answers the
+/// largest number seen `submitting` at once.
+async fn most_submitting_at_once(options: Options) -> usize {
+    let w = World::start(options).await;
+    w.mts.set_submit_delay(Duration::from_millis(800));
+    let fmt = mts_connector::model::format_datetime;
+    let t = now_s() - TimeDelta::days(1);
+    w.odk.add_generated_submissions(PROJECT, FORM, 4, t, t + TimeDelta::minutes(10));
+    let a = w.svc.create(&w.connector(json!({"name": "A"}))).await;
+    let b = w.svc.create(&w.connector(json!({"name": "B"}))).await;
+    for id in [a, b] {
+        w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::minutes(30))])).await;
+    }
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = w.svc.ok("mts.connector.run", "search_read", json!([[]]), json!({"fields": ["state"]})).await;
+        let runs = runs.as_array().cloned().unwrap_or_default();
+        most = most.max(runs.iter().filter(|r| r["state"] == "submitting").count());
+        if runs.len() == 2 && runs.iter().all(terminal) {
+            return most;
+        }
+        assert!(Instant::now() < deadline, "imports did not finish: {:?}", states(&runs));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mts_gets_one_submission_at_a_time() {
+    assert_eq!(most_submitting_at_once(fast(60.0)).await, 1);
+    assert_eq!(most_submitting_at_once(fast(60.0).arg("--max-per-mts").arg("2")).await, 2, "the bound is the setting");
+}
