@@ -40,7 +40,11 @@ def import_pure(name):
 
 @pytest.fixture(scope="session")
 def addon():
-    return SimpleNamespace(client=import_pure("client"), errors=import_pure("service_errors"))
+    return SimpleNamespace(
+        client=import_pure("client"),
+        errors=import_pure("service_errors"),
+        import_pure=import_pure,
+    )
 
 
 def _binary():

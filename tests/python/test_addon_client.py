@@ -10,6 +10,7 @@ import ast
 import http.server
 import logging
 import socket
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ODK_PASSWORD = "odk-pw-" + "7f3a9c"
-MODEL_FILE = Path(__file__).resolve().parents[2] / "odoo_addon" / "mts_connector" / "models" / "mts_connector.py"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "odoo_addon" / "mts_connector" / "models"
 
 
 def odk_connector(**values):
@@ -228,6 +229,15 @@ def test_read_only_models_refuse_writes(addon, client):
         client.execute_kw("mts.connector.run", "create", [{"name": "x"}])
 
 
+def test_a_too_big_request_gets_the_services_message(addon, client):
+    """The service answers HTTP 413 with a JSON-RPC error: its message, not "HTTP 413"."""
+    with pytest.raises(addon.errors.ServiceError) as raised:
+        client.execute_kw("mts.connector", "search", [[["name", "=", "x" * 1_100_000]]])
+    assert not isinstance(raised.value, addon.errors.ServiceProtocolError)
+    assert raised.value.odoo_exception == "UserError"
+    assert str(raised.value)
+
+
 # -- an unreachable or wrong service ------------------------------------------------------------
 
 
@@ -235,6 +245,13 @@ def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:notaport", "ftp://127.0.0.1", "", "http://"])
+def test_a_malformed_url_is_a_configuration_error(addon, url):
+    with pytest.raises(addon.errors.ServiceNotConfigured) as raised:
+        addon.client.ServiceClient(url, "db", "admin", "k")
+    assert raised.value.odoo_exception == "UserError"
 
 
 def test_a_refused_connection_is_unreachable(addon):
@@ -329,9 +346,9 @@ def test_the_service_logs_no_secret(service, client):
 
 def _odoo_fields():
     """Field name -> (type, label, selection, default, required) from the addon's model, by AST."""
-    tree = ast.parse(MODEL_FILE.read_text())
+    tree = ast.parse((MODELS_DIR / "mts_connector.py").read_text())
     constants = {}
-    for node in tree.body:
+    for node in ast.parse((MODELS_DIR / "connector_spec.py").read_text()).body + tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 constants[node.targets[0].id] = ast.literal_eval(node.value)
@@ -400,3 +417,86 @@ def test_the_odoo_model_has_the_services_fields(client):
         if required != desc["required"]:
             problems.append(f"{name}: required {required} != {desc['required']}")
     assert not problems, "\n".join(problems)
+
+
+def test_odoo_forwards_every_writable_field_and_hides_the_secret_ones(client):
+    spec = _load_spec()
+    service_fields = client.execute_kw(
+        "mts.connector", "fields_get", [], {"attributes": ["readonly", "password"]}
+    )
+    writable = {name for name, desc in service_fields.items() if not desc["readonly"]}
+    secret = {name for name, desc in service_fields.items() if desc.get("password")}
+    assert set(spec.SERVICE_FIELDS) == writable
+    assert set(spec.SECRET_FIELDS) == secret
+
+
+def _load_spec():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("connector_spec", MODELS_DIR / "connector_spec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_values_are_compared_and_sent_as_the_service_has_them():
+    spec = _load_spec()
+    assert spec.service_value(datetime(2024, 3, 1, 2, 3, 4)) == "2024-03-01 02:03:04"
+    assert spec.service_value(None) is False
+    assert spec.same_value(False, "")
+    assert spec.same_value(0, False)
+    assert spec.same_value("a", "a")
+    assert not spec.same_value("a", False)
+    assert not spec.same_value(60, 5)
+
+
+# -- the mapping onto Odoo's exceptions (with a stand-in for odoo.exceptions) -------------------
+
+
+@pytest.fixture
+def odoo_stub(addon, monkeypatch):
+    """Just enough of ``odoo`` for ``exceptions.py``: the classes, as Odoo 17 nests them."""
+    import types
+
+    exceptions = types.ModuleType("odoo.exceptions")
+
+    class UserError(Exception):
+        pass
+
+    for name in ("ValidationError", "AccessDenied", "AccessError", "MissingError"):
+        setattr(exceptions, name, type(name, (UserError,), {}))
+    exceptions.UserError = UserError
+    odoo = types.ModuleType("odoo")
+    odoo._ = lambda source, *args: source % args if args else source
+    odoo.exceptions = exceptions
+    monkeypatch.setitem(sys.modules, "odoo", odoo)
+    monkeypatch.setitem(sys.modules, "odoo.exceptions", exceptions)
+    monkeypatch.delitem(sys.modules, "mts_connector.exceptions", raising=False)
+    module = addon.import_pure("exceptions")
+    yield module, exceptions
+    sys.modules.pop("mts_connector.exceptions", None)
+
+
+@pytest.mark.parametrize(
+    ("error_class", "odoo_class"),
+    [
+        ("ServiceValidationError", "ValidationError"),
+        ("ServiceUserError", "UserError"),
+        ("ServiceAccessDenied", "AccessDenied"),
+        ("ServiceAccessError", "AccessError"),
+        ("ServiceMissingError", "MissingError"),
+        ("ServiceUnreachable", "UserError"),
+        ("ServiceNotConfigured", "UserError"),
+        ("ServiceProtocolError", "UserError"),
+        ("ServiceError", "UserError"),
+    ],
+)
+def test_each_client_error_becomes_its_odoo_exception(addon, odoo_stub, error_class, odoo_class):
+    module, odoo_exceptions = odoo_stub
+    err = getattr(addon.errors, error_class)("the service's message")
+    assert err.odoo_exception == odoo_class
+    mapped = module.to_odoo(err)
+    assert isinstance(mapped, getattr(odoo_exceptions, odoo_class))
+    if odoo_class == "UserError":  # not one of the subclasses
+        assert not isinstance(mapped, (odoo_exceptions.ValidationError, odoo_exceptions.MissingError))
+    assert "the service's message" in str(mapped)

@@ -190,9 +190,9 @@ def load_models():
             model = models.setdefault(name, Model(name))
             base = cls.bases[0]
             model.kind = model.kind or (base.attr if isinstance(base, ast.Attribute) else None)
-            inherit = _str(attrs.get("_inherit"))
-            if inherit and inherit != name:
-                model.inherits.append(inherit)
+            inherit = attrs.get("_inherit")
+            parents = [_str(e) for e in inherit.elts] if isinstance(inherit, ast.List) else [_str(inherit)]
+            model.inherits += [parent for parent in parents if parent and parent != name]
             for node in cls.body:
                 if isinstance(node, ast.FunctionDef):
                     model.methods.add(node.name)
@@ -207,8 +207,9 @@ def load_models():
                     model.fields[node.targets[0].id] = comodel
     for model in models.values():
         for parent in model.inherits:
-            model.fields = {**models[parent].fields, **model.fields}
-            model.methods |= models[parent].methods
+            if parent in models:  # an Odoo model (res.config.settings) is not in the addon
+                model.fields = {**models[parent].fields, **model.fields}
+                model.methods |= models[parent].methods
     return models
 
 

@@ -1,0 +1,74 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+"""``mts.connector.run``: one window sent to MTS and tracked, as the service reports it."""
+
+from odoo import fields, models
+
+TRIGGERS = [
+    ("schedule", "Schedule"),
+    ("onetime", "One-time job"),
+    ("manual", "Manual import"),
+    ("retry", "Retry"),
+]
+STATES = [
+    ("queued", "Queued"),
+    ("submitting", "Submitting"),
+    ("submitted", "Submitted (tracked)"),
+    ("done", "Done"),
+    ("done_with_errors", "Done with errors"),
+    ("empty", "Empty window"),
+    ("retrying", "Retrying"),
+    ("failed", "Failed"),
+    ("cancelled", "Cancelled"),
+]
+
+
+class MtsConnectorRun(models.TransientModel):
+    _name = "mts.connector.run"
+    _inherit = "mts.connector.service.cache"
+    _description = "MTS Connector Run"
+    _order = "service_id desc"
+
+    _service_field_map = {
+        "name": "name",
+        "connector_id": "connector_id",
+        "trigger": "trigger",
+        "window_start": "window_start",
+        "window_end": "window_end",
+        "state": "state",
+        "attempts": "attempts",
+        "next_attempt_at": "next_attempt_at",
+        "mts_request_id": "mts_request_id",
+        "mts_status": "mts_status",
+        "records_expected": "records_expected",
+        "records_sent": "records_sent",
+        "pages_done": "pages_done",
+        "records_received": "records_received",
+        "records_delivered": "records_delivered",
+        "records_failed": "records_failed",
+        "retry_of_id": "retry_of_name",
+        "error_code": "error_code",
+        "error_message": "error_message",
+        "create_date": "service_create_date",
+        "done_date": "done_date",
+    }
+
+    name = fields.Char(string="Run", readonly=True)
+    trigger = fields.Selection(TRIGGERS, readonly=True)
+    window_start = fields.Datetime(readonly=True)
+    window_end = fields.Datetime(readonly=True)
+    state = fields.Selection(STATES, readonly=True)
+    attempts = fields.Integer(readonly=True)
+    next_attempt_at = fields.Datetime(string="Next Attempt", readonly=True)
+    mts_request_id = fields.Char(string="MTS Request ID", readonly=True)
+    mts_status = fields.Char(string="MTS Status", readonly=True)
+    records_expected = fields.Integer(readonly=True)
+    records_sent = fields.Integer(readonly=True)
+    pages_done = fields.Integer(readonly=True)
+    records_received = fields.Integer(readonly=True)
+    records_delivered = fields.Integer(readonly=True)
+    records_failed = fields.Integer(readonly=True)
+    retry_of_name = fields.Char(string="Retry Of", readonly=True)
+    error_code = fields.Char(readonly=True)
+    error_message = fields.Text(readonly=True)
+    service_create_date = fields.Datetime(string="Queued on", readonly=True)
+    done_date = fields.Datetime(string="Done on", readonly=True)

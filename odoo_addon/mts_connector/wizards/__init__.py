@@ -1,0 +1,2 @@
+from . import mts_connector_import_wizard
+from . import mts_connector_report
