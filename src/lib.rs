@@ -13,16 +13,22 @@
 //! - [`fakes`]: fake MTS, ODK Central and Odoo for tests and the demo.
 //! - [`server`]: wires store, API and shutdown together.
 //! - [`demo`]: the whole flow in one command, against the fakes.
+//! - [`relay`]: the durable callback relay (MTS -> service -> target).
+//! - [`metrics`]: Prometheus metrics.
+//! - [`cli`]: the operator commands (`connectors`, `import`, `runs`).
 
 pub mod api;
+pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod fakes;
 pub mod jq;
+pub mod metrics;
 pub mod model;
 pub mod mts;
+pub mod relay;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -2,6 +2,7 @@
 
 pub mod mts;
 pub mod odk;
+pub mod odoo;
 
 /// The first line of a body, cut short: enough to say what went wrong, never a dump.
 pub fn excerpt(body: &str) -> String {

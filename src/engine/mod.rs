@@ -7,6 +7,7 @@
 //! - [`actions`]: what the API's connector actions ask of the engine.
 
 pub mod actions;
+pub mod registry;
 pub mod runner;
 pub mod runs;
 pub mod scheduler;

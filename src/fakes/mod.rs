@@ -10,6 +10,7 @@ mod mts_records;
 mod mts_request;
 mod odk;
 mod odoo;
+mod registry;
 
 pub use http::Recorded;
 pub use mts::{DEFAULT_PARTNER_ID, FakeMts, MtsSubmission, mock_token};

@@ -1,0 +1,1 @@
+//! The Odoo JSON-RPC client: reads the OpenG2P registry as an Odoo RPC client.

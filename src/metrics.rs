@@ -1,0 +1,1 @@
+//! Prometheus metrics: counters and histograms the service exposes on `/metrics`.
