@@ -78,9 +78,10 @@ pub fn build_request(
     request.insert("deliverytype".into(), Value::String(connector.str("delivery_type").unwrap_or("callback").into()));
     request.insert("mapping".into(), json_field(connector, "mapping"));
     request.insert("lang".into(), Value::String(connector.str("lang_code").unwrap_or("eng").into()));
-    if relay.is_none()
-        && let Some(format) = connector.str("output_format").filter(|f| !f.trim().is_empty())
-    {
+    if relay.is_some() {
+        // The relay receives the raw record and applies the output format itself.
+        request.insert("outputFormat".into(), Value::String(".".into()));
+    } else if let Some(format) = connector.str("output_format").filter(|f| !f.trim().is_empty()) {
         request.insert("outputFormat".into(), Value::String(format.into()));
     }
     if request["deliverytype"] == "callback" {
@@ -289,6 +290,6 @@ mod tests {
         assert_eq!(props["url"], "http://127.0.0.1:8070/relay/7");
         assert_eq!(props["authType"], "staticBearer");
         assert_eq!(props["authStaticBearer"]["token"], "runtoken");
-        assert!(body["request"].get("outputFormat").is_none());
+        assert_eq!(body["request"]["outputFormat"], ".", "the relay gets {{input, output}} untouched");
     }
 }

@@ -97,13 +97,19 @@ pub async fn serve_on(
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| ServeError::Http(e.to_string()))?;
-    let engine = Engine::new(store.clone(), config.engine.clone(), http);
+    let mut engine_config = config.engine.clone();
+    if engine_config.public_url.is_empty() {
+        engine_config.public_url = format!("http://{addr}");
+    }
+    let engine = Engine::new(store.clone(), engine_config, http);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
     let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
     let scheduler = tokio::spawn(crate::engine::scheduler::run(engine.clone()));
+    let deliveries = tokio::spawn(crate::relay::deliver::run(engine.clone()));
     run(listener, app, shutdown).await;
     engine.shutdown(Duration::from_secs(10)).await;
     let _ = scheduler.await;
+    let _ = deliveries.await;
     store.flush().await?;
     tracing::info!("stopped; store flushed");
     Ok(())

@@ -1368,11 +1368,6 @@ async fn a_generated_api_key_is_private_works_and_is_not_logged() {
 }
 
 #[tokio::test]
-async fn relay_mode_is_refused_until_the_relay_exists() {
-    rejected(json!({"callback_mode": "relay"}), "callback_mode").await;
-}
-
-#[tokio::test]
 async fn a_registry_connector_cannot_be_started_yet() {
     let svc = Service::start().await;
     let id = svc

@@ -115,6 +115,38 @@ pub fn service_builder() -> TowerServiceBuilder<tower::layer::util::Identity, to
     jsonrpsee::server::Server::builder().set_config(config).to_service_builder()
 }
 
+/// `POST /relay/{run_id}`: a callback from MTS for a relay-mode run.
+async fn relay(app: &App, run: &str, req: Request<Incoming>) -> Response<HttpBody> {
+    use http_body_util::BodyExt;
+    let reply = |status: StatusCode, message: &str| json_response(status, json!({"error": message}));
+    if req.method() != Method::POST && req.method() != Method::PUT {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "POST a callback here");
+    }
+    let Ok(run_id) = run.parse::<u64>() else { return reply(StatusCode::NOT_FOUND, "no such run") };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let limit = app.engine.relay.config.max_body;
+    let body = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {limit} bytes"));
+        }
+        Err(_) => return reply(StatusCode::BAD_REQUEST, "the body could not be read"),
+    };
+    match app.engine.relay_receive(run_id, bearer.as_deref(), &body).await {
+        Ok(r) => json_response(StatusCode::OK, json!({"stored": r.stored, "duplicates": r.duplicates})),
+        Err(e) => {
+            tracing::debug!(run_id, error = %e, "relay call refused");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            reply(status, &e.to_string())
+        }
+    }
+}
+
 /// Handles one HTTP request.
 pub async fn handle(
     app: Arc<App>,
@@ -135,6 +167,9 @@ pub async fn handle(
         *resp.status_mut() = StatusCode::SEE_OTHER;
         resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/web/login"));
         return Ok(resp);
+    }
+    if let Some(run) = path.strip_prefix("/relay/") {
+        return Ok(relay(&app, run, req).await);
     }
     if !is_rpc_path(&path) {
         return Ok(json_response(StatusCode::NOT_FOUND, json!({"error": format!("no route {path}")})));

@@ -224,6 +224,10 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
             let recs: Vec<_> = records(&reader, a)?.iter().map(|r| (**r).clone()).collect();
             Ok(app.engine.run_now(&recs, now).await?.into())
         }
+        "action_retry_failed" => {
+            let ids: Vec<u64> = records(&reader, a)?.iter().map(|r| r.id).collect();
+            Ok(Value::from(app.engine.retry_failed_deliveries(&ids).await?))
+        }
         "action_test_connection" => {
             let mut reports = Vec::new();
             for rec in records(&reader, a)? {

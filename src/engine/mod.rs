@@ -47,6 +47,9 @@ pub struct EngineConfig {
     pub minute: Duration,
     /// Timeout of ODK Central calls.
     pub odk_timeout: Duration,
+    /// The URL MTS reaches this service at, for relay-mode callbacks.
+    pub public_url: String,
+    pub relay: crate::relay::RelayConfig,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +66,8 @@ impl Default for EngineConfig {
             retention: 1000,
             minute: Duration::from_secs(60),
             odk_timeout: Duration::from_secs(60),
+            public_url: String::new(),
+            relay: crate::relay::RelayConfig::default(),
         }
     }
 }
@@ -89,6 +94,7 @@ pub struct Engine {
     pub config: EngineConfig,
     pub mts: MtsClient,
     pub odk: OdkClient,
+    pub relay: crate::relay::Relay,
     pub index: Mutex<Index>,
     /// Wakes the scheduler: a connector or run changed.
     pub wake: Notify,
@@ -101,7 +107,9 @@ pub struct Engine {
 impl Engine {
     pub fn new(store: Arc<Store>, config: EngineConfig, http: reqwest::Client) -> Arc<Engine> {
         let index = runs::build_index(&store);
+        let relay = crate::relay::Relay::new(&store, config.relay.clone(), http.clone());
         Arc::new(Engine {
+            relay,
             store,
             global_slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,

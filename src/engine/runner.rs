@@ -16,7 +16,8 @@ use crate::clients::mts::{StatusOutcome, SubmitOutcome, is_terminal};
 use crate::clients::odk::OdkError;
 use crate::model::fields::Record;
 use crate::model::{connector, format_datetime};
-use crate::mts::{Input, Secrets, build_request, endpoint_url};
+use crate::mts::{Input, RelayTarget, Secrets, build_request, endpoint_url};
+use crate::relay::intake::TOKEN_HASHES;
 use crate::store::StoreError;
 
 /// Exponential backoff with full jitter in [d/2, d).
@@ -112,8 +113,9 @@ async fn submit_phase(engine: &Engine, run: Record) -> Result<Next, StoreError> 
         None => return Ok(Next::Stop),
     };
 
+    let relay = relay_target(engine, id, &connector).await?;
     let now = Utc::now();
-    let body = build_request(&connector, Input::Odk { start, end }, None, Secrets::Reveal, now);
+    let body = build_request(&connector, Input::Odk { start, end }, relay.as_ref(), Secrets::Reveal, now);
     let url = endpoint_url(&connector);
     let timeout = Duration::from_secs(connector.int("mts_timeout").unwrap_or(300).max(1) as u64);
     if let Some(r) = engine
@@ -181,6 +183,33 @@ async fn submit_phase(engine: &Engine, run: Record) -> Result<Next, StoreError> 
 }
 
 use serde_json::Value;
+
+/// For a relay-mode connector: where MTS must call back for run `id`, with a fresh
+/// random token whose hash is stored on the run (durably, before MTS sees the token).
+pub(super) async fn relay_target(
+    engine: &Engine,
+    id: u64,
+    connector: &Record,
+) -> Result<Option<RelayTarget>, StoreError> {
+    if connector.str("callback_mode") != Some("relay") {
+        return Ok(None);
+    }
+    let bytes: [u8; 24] = rand::rng().random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = crate::relay::sha256_hex(&token);
+    engine
+        .update_run(id, |r| {
+            // Earlier attempts' tokens stay valid: MTS may still call back with them.
+            let hashes = match r.secret(TOKEN_HASHES) {
+                Some(old) => format!("{} {hash}", old.expose()),
+                None => hash,
+            };
+            r.secrets.insert(TOKEN_HASHES.into(), crate::secret::Secret::new(hashes));
+        })
+        .await?;
+    let url = format!("{}/relay/{id}", engine.config.public_url.trim_end_matches('/'));
+    Ok(Some(RelayTarget { url, token }))
+}
 
 /// Counts the window in ODK; `None` when the run ended (empty, failed, retrying).
 /// Splits a window holding more than `max` submissions by bisecting time: this run
@@ -316,7 +345,16 @@ async fn track_phase(engine: &Engine, id: u64) -> Result<(), StoreError> {
         let submitted_for = time(&run, "write_date").map(|t| Utc::now() - t).unwrap_or_default();
         match outcome {
             StatusOutcome::Status(status) if is_terminal(&status) => {
+                if connector.str("callback_mode") == Some("relay")
+                    && let Some(short) = missing_records(engine, id).await
+                {
+                    let why = format!("MTS reported {status} but only {short}; the relay did not get every record");
+                    return resubmit(engine, &run, &why, &status).await;
+                }
+                let relayed_all = connector.str("callback_mode") == Some("relay");
                 let (new_state, message) = match status.as_str() {
+                    // Every record reached the relay, which delivers them itself.
+                    "error_making_callback_request" if relayed_all => ("done", None),
                     "processed" => ("done", None),
                     "processed_with_errors" | "submitted_with_errors" => ("done_with_errors", None),
                     "error_making_callback_request" => (
@@ -342,7 +380,7 @@ async fn track_phase(engine: &Engine, id: u64) -> Result<(), StoreError> {
                 let stuck = status == "submitted"
                     && TimeDelta::from_std(engine.config.lost_after).is_ok_and(|limit| submitted_for > limit);
                 if stuck {
-                    return lost(engine, &run, "MTS kept the request 'submitted' past the limit").await;
+                    return resubmit(engine, &run, "MTS kept the request 'submitted' past the limit", "lost").await;
                 }
                 if run.str("mts_status") != Some(status.as_str()) {
                     engine.update_run(id, |r| r.set("mts_status", status.as_str())).await?;
@@ -350,7 +388,13 @@ async fn track_phase(engine: &Engine, id: u64) -> Result<(), StoreError> {
                 }
             }
             StatusOutcome::Unknown => {
-                return lost(engine, &run, "MTS no longer knows the request (HTTP 404; it probably restarted)").await;
+                return resubmit(
+                    engine,
+                    &run,
+                    "MTS no longer knows the request (HTTP 404; it probably restarted)",
+                    "lost",
+                )
+                .await;
             }
             StatusOutcome::Transient(message) => {
                 tracing::debug!(run_id = id, %message, "status poll failed; polling again");
@@ -364,8 +408,28 @@ async fn track_phase(engine: &Engine, id: u64) -> Result<(), StoreError> {
     }
 }
 
-/// MTS lost an acknowledged request: the run is closed and its window resubmitted.
-async fn lost(engine: &Engine, run: &Record, why: &str) -> Result<(), StoreError> {
+/// After MTS ended a relay-mode request: waits up to the grace period for the relay to
+/// hold as many records as expected; `Some("R of E records")` when some never came.
+async fn missing_records(engine: &Engine, id: u64) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + engine.relay.config.grace;
+    loop {
+        let run = engine.run(id)?;
+        let expected = run.int("records_expected")?;
+        let received = run.int("records_received").unwrap_or(0);
+        if received >= expected {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline || engine.cancel.is_cancelled() {
+            return Some(format!("{received} of {expected} records"));
+        }
+        tokio::time::sleep(engine.config.poll_min.min(Duration::from_secs(1))).await;
+    }
+}
+
+/// MTS lost an acknowledged request, or did not deliver all of it: the run is closed
+/// and its window resubmitted as a `retry` run (the relay de-duplicates what already
+/// arrived).
+async fn resubmit(engine: &Engine, run: &Record, why: &str, mts_status: &str) -> Result<(), StoreError> {
     let (Some(start), Some(end)) = (time(run, "window_start"), time(run, "window_end")) else {
         return fail(engine, run.id, "", why).await;
     };
@@ -378,7 +442,7 @@ async fn lost(engine: &Engine, run: &Record, why: &str) -> Result<(), StoreError
     engine
         .update_run(run.id, |r| {
             r.set("state", "cancelled");
-            r.set("mts_status", "lost");
+            r.set("mts_status", mts_status);
             r.set("error_message", format!("{why}; the window is resubmitted as run #{}", retry.id));
         })
         .await?;

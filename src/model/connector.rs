@@ -183,12 +183,6 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
     {
         return Err(invalid("end_datetime", "must be after the start time"));
     }
-    if rec.str("callback_mode") == Some("relay") {
-        return Err(invalid(
-            "callback_mode",
-            "relay (callbacks through this service) is not available in this version; use direct",
-        ));
-    }
     validate_required_by_form(rec)
 }
 

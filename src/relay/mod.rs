@@ -1,1 +1,138 @@
-//! The durable callback relay: MTS calls back the service, which stores, de-duplicates and forwards.
+//! The durable callback relay: for a `relay`-mode connector MTS calls back the service
+//! (`POST /relay/{run_id}`), which stores each record durably before answering,
+//! de-duplicates it by an idempotency key, and forwards it to the real target with
+//! retries, so that every token reaches Odoo exactly once whatever MTS does.
+//!
+//! - [`intake`]: the endpoint: token check, size limit, parsing, durable storage.
+//! - [`deliver`]: the delivery queue: rendering with jq, auth, retries, dead letters.
+//! - [`auth`]: the target's auth (Odoo session, OAuth token, static bearer).
+//!
+//! A delivery is a record of `mts.connector.delivery`. Its `{input, output}` payload
+//! (personal data) lives in the record's secrets, which nothing renders or logs, and is
+//! dropped as soon as the record is delivered; only the key and the outcome remain.
+
+pub mod auth;
+pub mod deliver;
+pub mod intake;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::model::delivery::MODEL;
+use crate::model::parse_datetime;
+use crate::store::Store;
+
+/// Tunables of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Deliveries in flight to one target URL.
+    pub per_target: usize,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How long a delivery is retried before it is `failed`.
+    pub give_up_after: Duration,
+    /// Failed deliveries' payloads are purged after this long.
+    pub failed_retention: Duration,
+    /// After MTS ends a request, how long to wait for missing records before the
+    /// window is resubmitted.
+    pub grace: Duration,
+    /// Largest body accepted on `/relay/{run_id}`.
+    pub max_body: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            per_target: 4,
+            retry_base: Duration::from_secs(5),
+            retry_cap: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            failed_retention: Duration::from_secs(30 * 24 * 3600),
+            grace: Duration::from_secs(60),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+/// The relay's in-memory state, rebuilt from the deliveries at start.
+pub struct Relay {
+    pub config: RelayConfig,
+    http: reqwest::Client,
+    /// Idempotency key -> delivery id, for every record ever received.
+    keys: Mutex<HashMap<String, u64>>,
+    /// Pending deliveries and when each is due.
+    pending: Mutex<HashMap<u64, DateTime<Utc>>>,
+    /// Deliveries being sent right now.
+    in_flight: Mutex<std::collections::HashSet<u64>>,
+    /// Compiled output formats, by source.
+    programs: Mutex<HashMap<String, crate::jq::Program>>,
+    targets: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub sessions: auth::Sessions,
+    /// Wakes the delivery loop: a record arrived or a delivery finished.
+    pub wake: Notify,
+}
+
+/// SHA-256 in hex.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Relay {
+    pub fn new(store: &Store, config: RelayConfig, http: reqwest::Client) -> Relay {
+        let deliveries = store.list(MODEL);
+        let keys = deliveries.iter().filter_map(|d| d.str("key").map(|k| (k.to_string(), d.id))).collect();
+        let pending = deliveries
+            .iter()
+            .filter(|d| d.str("state") == Some("pending"))
+            .map(|d| (d.id, d.str("next_attempt_at").and_then(|t| parse_datetime(t).ok()).unwrap_or_else(Utc::now)))
+            .collect();
+        Relay {
+            config,
+            http: http.clone(),
+            keys: Mutex::new(keys),
+            pending: Mutex::new(pending),
+            in_flight: Mutex::new(Default::default()),
+            programs: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::new()),
+            sessions: auth::Sessions::new(http),
+            wake: Notify::new(),
+        }
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // Poison only means a panic elsewhere; each update is one insert.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, DateTime<Utc>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The compiled output format (compiled once per distinct source).
+    fn program(&self, source: &str) -> Result<crate::jq::Program, crate::jq::JqError> {
+        let mut cache = self.programs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(source) {
+            return Ok(p.clone());
+        }
+        let program = crate::jq::Program::compile(source)?;
+        if cache.len() > 256 {
+            cache.clear();
+        }
+        cache.insert(source.to_string(), program.clone());
+        Ok(program)
+    }
+
+    fn target_slot(&self, url: &str) -> Arc<Semaphore> {
+        let mut t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        t.entry(url.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.per_target.max(1)))).clone()
+    }
+}

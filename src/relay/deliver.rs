@@ -1,0 +1,320 @@
+//! The delivery queue: every pending record is rendered with the connector's output
+//! format, sent to its callback target with the connector's auth, an idempotency
+//! header and bounded concurrency per target, and retried with backoff until it is
+//! delivered, refused for good, or too old. Failed deliveries stay visible and can be
+//! replayed (`action_retry_failed`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+
+use super::auth::AuthError;
+use crate::clients::excerpt;
+use crate::clients::mts::error_chain;
+use crate::engine::Engine;
+use crate::engine::runner::backoff;
+use crate::model::fields::Record;
+use crate::model::{connector, delivery, format_datetime, parse_datetime, run};
+use crate::store::StoreError;
+
+/// The header that carries each record's idempotency key to the target.
+pub const DELIVERY_HEADER: &str = "X-MTS-Connector-Delivery";
+
+/// How one attempt ended.
+enum Outcome {
+    Delivered,
+    /// Worth another try later.
+    Retry {
+        status: Option<u16>,
+        error: String,
+    },
+    /// Retrying will not help.
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// Runs the delivery queue until the engine stops.
+pub async fn run(engine: Arc<Engine>) {
+    let mut last_purge = DateTime::<Utc>::MIN_UTC;
+    loop {
+        let next = dispatch(&engine);
+        let now = Utc::now();
+        if now - last_purge > TimeDelta::hours(1) {
+            last_purge = now;
+            if let Err(e) = engine.purge_failed_payloads().await {
+                tracing::warn!(error = %e, "purging old failed deliveries failed");
+            }
+        }
+        if engine.relay.pending().is_empty() {
+            let busy: std::collections::HashSet<u64> =
+                engine.relay.in_flight().iter().filter_map(|d| connector_of_delivery(&engine, *d)).collect();
+            engine.relay.sessions.log_out_idle(&busy, &engine.store).await;
+        }
+        let sleep = next.map_or(Duration::from_secs(60), |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        tokio::select! {
+            () = tokio::time::sleep(sleep.min(Duration::from_secs(60))) => {}
+            () = engine.relay.wake.notified() => {}
+            () = engine.cancel.cancelled() => return,
+        }
+    }
+}
+
+fn connector_of_delivery(engine: &Engine, id: u64) -> Option<u64> {
+    engine.store.get(delivery::MODEL, id).and_then(|d| d.int("connector_id")).map(|c| c as u64)
+}
+
+/// Starts every due delivery that has a free slot at its target; answers when the
+/// next one not started becomes due.
+fn dispatch(engine: &Arc<Engine>) -> Option<DateTime<Utc>> {
+    let now = Utc::now();
+    let mut due: Vec<(u64, DateTime<Utc>)> = engine.relay.pending().iter().map(|(id, at)| (*id, *at)).collect();
+    due.sort_by_key(|(id, at)| (*at, *id));
+    let mut next = None;
+    for (id, at) in due {
+        if at > now {
+            next = Some(next.map_or(at, |n: DateTime<Utc>| n.min(at)));
+            continue;
+        }
+        if engine.relay.in_flight().contains(&id) {
+            continue;
+        }
+        let target = connector_of_delivery(engine, id)
+            .and_then(|c| engine.store.get(connector::MODEL, c))
+            .and_then(|c| c.str("callback_url").map(str::to_string))
+            .unwrap_or_default();
+        let Ok(permit) = engine.relay.target_slot(&target).try_acquire_owned() else { continue };
+        engine.relay.in_flight().insert(id);
+        let engine2 = engine.clone();
+        engine.tasks.spawn(async move {
+            if let Err(e) = deliver_one(&engine2, id).await {
+                tracing::error!(delivery_id = id, error = %e, "delivery paused: the store failed");
+            }
+            drop(permit);
+            engine2.relay.in_flight().remove(&id);
+            engine2.relay.wake.notify_one();
+        });
+    }
+    next
+}
+
+async fn deliver_one(engine: &Engine, id: u64) -> Result<(), StoreError> {
+    let Some(d) = engine.store.get(delivery::MODEL, id).map(|d| (*d).clone()) else {
+        engine.relay.pending().remove(&id);
+        return Ok(());
+    };
+    if d.str("state") != Some("pending") {
+        engine.relay.pending().remove(&id);
+        return Ok(());
+    }
+    let outcome = attempt(engine, &d).await;
+    finish(engine, d, outcome).await
+}
+
+/// One attempt to deliver `d`.
+async fn attempt(engine: &Engine, d: &Record) -> Outcome {
+    let Some(c) = d.int("connector_id").and_then(|c| engine.store.get(connector::MODEL, c as u64)) else {
+        return Outcome::Failed { status: None, error: "the connector was deleted".into() };
+    };
+    let Some(payload) = d.secret("payload").and_then(|p| serde_json::from_str::<Value>(p.expose()).ok()) else {
+        return Outcome::Failed { status: None, error: "the record's data is no longer held (purged)".into() };
+    };
+    let program = match c.str("output_format").filter(|f| !f.trim().is_empty()) {
+        Some(src) => match engine.relay.program(src) {
+            Ok(p) => Some(p),
+            Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
+        },
+        None => None,
+    };
+    let body = match crate::jq::render_callback(program.as_ref(), &payload["input"], &payload["output"]) {
+        Ok(body) => body,
+        Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
+    };
+    let timeout = Duration::from_secs(c.int("callback_timeout").unwrap_or(10).max(1) as u64);
+    // One fresh login when the target refuses the session: it may have expired.
+    for fresh_login in [false, true] {
+        let auth = match engine.relay.sessions.header(&c, timeout).await {
+            Ok(h) => h,
+            Err(e @ AuthError::Refused(_)) => return Outcome::Retry { status: None, error: e.to_string() },
+            Err(e) => return Outcome::Retry { status: None, error: e.to_string() },
+        };
+        let outcome = send(engine, &c, d, &body, auth, timeout).await;
+        match outcome {
+            Outcome::Retry { status: Some(401 | 403), .. } | Outcome::Failed { status: Some(401 | 403), .. }
+                if !fresh_login && matches!(c.str("callback_authtype"), Some("odoo" | "oauth")) =>
+            {
+                engine.relay.sessions.invalidate(&c);
+            }
+            other => return other,
+        }
+    }
+    Outcome::Retry { status: Some(401), error: "the target refused a fresh session".into() }
+}
+
+async fn send(
+    engine: &Engine,
+    c: &Record,
+    d: &Record,
+    body: &Value,
+    auth: Option<(&'static str, String)>,
+    timeout: Duration,
+) -> Outcome {
+    let url = c.str("callback_url").unwrap_or_default();
+    let method = reqwest::Method::from_bytes(c.str("callback_httpmethod").unwrap_or("POST").as_bytes())
+        .unwrap_or(reqwest::Method::POST);
+    let mut req = engine.relay.http.request(method, url).json(body).timeout(timeout);
+    if let Some(headers) = c.str("callback_extra_headers").and_then(|h| serde_json::from_str::<Value>(h).ok())
+        && let Some(map) = headers.as_object()
+    {
+        for (k, v) in map {
+            if let Some(v) = v.as_str() {
+                req = req.header(k.as_str(), v);
+            }
+        }
+    }
+    if let Some((name, value)) = auth {
+        req = req.header(name, value);
+    }
+    req = req.header(DELIVERY_HEADER, d.str("key").unwrap_or_default());
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            if resp.status().is_success() {
+                return Outcome::Delivered;
+            }
+            let text = resp.text().await.unwrap_or_default();
+            let error = format!("HTTP {status}: {}", excerpt(&text));
+            match status {
+                408 | 429 | 401 | 403 | 500..=599 => Outcome::Retry { status: Some(status), error },
+                _ => Outcome::Failed { status: Some(status), error },
+            }
+        }
+        Err(e) => Outcome::Retry { status: None, error: format!("cannot reach {url}: {}", error_chain(&e)) },
+    }
+}
+
+/// Records the outcome of an attempt on the delivery and its run.
+async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let attempts = d.int("attempts").unwrap_or(0) + 1;
+    d.set("attempts", attempts);
+    d.set("write_date", format_datetime(now));
+    let age = d.str("create_date").and_then(|t| parse_datetime(t).ok()).map_or(TimeDelta::zero(), |t| now - t);
+    let give_up = TimeDelta::from_std(engine.relay.config.give_up_after).unwrap_or(TimeDelta::days(1));
+    let (counter, next) = match outcome {
+        Outcome::Delivered => {
+            d.set("state", "delivered");
+            d.set("delivered_at", format_datetime(now));
+            d.set("next_attempt_at", Value::Null);
+            d.set("last_error", Value::Null);
+            // The record's data is not kept once delivered: only the key and outcome.
+            d.secrets.remove("payload");
+            (Some("records_delivered"), None)
+        }
+        Outcome::Retry { status, error } if age < give_up => {
+            let wait = backoff(engine.relay.config.retry_base, engine.relay.config.retry_cap, attempts as u32);
+            let at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::seconds(5));
+            d.set("last_status", status.map(Value::from).unwrap_or(Value::Null));
+            d.set("last_error", error);
+            d.set("next_attempt_at", format_datetime(at));
+            (None, Some(at))
+        }
+        Outcome::Retry { status, error } | Outcome::Failed { status, error } => {
+            d.set("state", "failed");
+            d.set("last_status", status.map(Value::from).unwrap_or(Value::Null));
+            d.set(
+                "last_error",
+                if age >= give_up { format!("gave up after {attempts} attempts: {error}") } else { error },
+            );
+            d.set("next_attempt_at", Value::Null);
+            (Some("records_failed"), None)
+        }
+    };
+    let run_id = d.int("run_id").unwrap_or(0) as u64;
+    let id = d.id;
+    {
+        let _guard = engine.store.write_lock();
+        engine.store.put(delivery::MODEL, d)?;
+        if let Some(counter) = counter
+            && let Some(r) = engine.store.get(run::MODEL, run_id)
+        {
+            let mut r = (*r).clone();
+            r.set(counter, r.int(counter).unwrap_or(0) + 1);
+            engine.store.put(run::MODEL, r)?;
+        }
+    }
+    engine.store.flush().await?;
+    match next {
+        Some(at) => engine.relay.pending().insert(id, at),
+        None => engine.relay.pending().remove(&id),
+    };
+    Ok(())
+}
+
+impl Engine {
+    /// Puts the failed deliveries of `connectors` back in the queue; answers how many.
+    pub async fn retry_failed_deliveries(&self, connectors: &[u64]) -> Result<usize, StoreError> {
+        let now = Utc::now();
+        let mut changed = Vec::new();
+        {
+            let _guard = self.store.write_lock();
+            for d in self.store.list(delivery::MODEL) {
+                let mine = d.int("connector_id").is_some_and(|c| connectors.contains(&(c as u64)));
+                if !mine || d.str("state") != Some("failed") || d.secret("payload").is_none() {
+                    continue;
+                }
+                let mut d = (*d).clone();
+                d.set("state", "pending");
+                d.set("attempts", 0);
+                d.set("create_date", format_datetime(now));
+                d.set("next_attempt_at", format_datetime(now));
+                d.set("write_date", format_datetime(now));
+                changed.push(d);
+            }
+            // The run counts them as failed no more: they are on their way again.
+            for d in &changed {
+                if let Some(r) = d.int("run_id").and_then(|r| self.store.get(run::MODEL, r as u64)) {
+                    let mut r = (*r).clone();
+                    r.set("records_failed", (r.int("records_failed").unwrap_or(0) - 1).max(0));
+                    self.store.put(run::MODEL, r)?;
+                }
+            }
+            self.store.put_all(delivery::MODEL, changed.clone())?;
+        }
+        let ids: Vec<u64> = changed.iter().map(|d| d.id).collect();
+        self.store.flush().await?;
+        let mut pending = self.relay.pending();
+        for id in &ids {
+            pending.insert(*id, now);
+        }
+        drop(pending);
+        self.relay.wake.notify_one();
+        Ok(ids.len())
+    }
+
+    /// Drops the data of failed deliveries older than the retention (keeps key and outcome).
+    pub async fn purge_failed_payloads(&self) -> Result<usize, StoreError> {
+        let limit = Utc::now() - TimeDelta::from_std(self.relay.config.failed_retention).unwrap_or(TimeDelta::days(30));
+        let mut changed = Vec::new();
+        {
+            let _guard = self.store.write_lock();
+            for d in self.store.list(delivery::MODEL) {
+                let old = d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit);
+                if d.str("state") == Some("failed") && old && d.secret("payload").is_some() {
+                    let mut d = (*d).clone();
+                    d.secrets.remove("payload");
+                    changed.push(d);
+                }
+            }
+        }
+        let n = changed.len();
+        if n > 0 {
+            self.store.put_all(delivery::MODEL, changed)?;
+            self.store.flush().await?;
+        }
+        Ok(n)
+    }
+}

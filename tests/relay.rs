@@ -1,0 +1,278 @@
+//! The callback relay end to end: MTS calls back the service, which stores each record,
+//! de-duplicates it and forwards it to the (fake) Odoo target, whatever the target or
+//! MTS do. "Exactly once" is counted by the idempotency header the target receives.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use common::world::*;
+use common::{Options, Service};
+use mts_connector::relay::deliver::DELIVERY_HEADER;
+use serde_json::{Value, json};
+
+fn relay_options() -> Options {
+    fast(60.0)
+        .arg("--relay-retry-base-seconds")
+        .arg("0.2")
+        .arg("--relay-retry-cap-seconds")
+        .arg("0.5")
+        .arg("--relay-grace-seconds")
+        .arg("1")
+}
+
+/// Imports `n` fresh submissions through a relay-mode connector; answers their ids and
+/// the connector id.
+async fn import(w: &World, n: usize, patch: Value) -> (Vec<String>, u64) {
+    let t = now_s() - TimeDelta::hours(2);
+    let ids = w.odk.add_generated_submissions(PROJECT, FORM, n, t, t + TimeDelta::minutes(30));
+    let mut vals = json!({"callback_mode": "relay"});
+    for (k, v) in patch.as_object().expect("object") {
+        vals[k] = v.clone();
+    }
+    let id = w.svc.create(&w.connector(vals)).await;
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
+    (ids, id)
+}
+
+/// Waits until the target holds `n` distinct deliveries, then checks each arrived
+/// exactly once (by idempotency header) with its token and nothing else came.
+async fn assert_exactly_once(w: &World, ids: &[String]) {
+    until(60, "every record delivered", || async {
+        (w.odoo.count_by_header(DELIVERY_HEADER).len() >= ids.len()).then_some(())
+    })
+    .await;
+    // Give a duplicate the chance to show up.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let by_header = w.odoo.count_by_header(DELIVERY_HEADER);
+    assert_eq!(by_header.len(), ids.len(), "distinct deliveries");
+    assert!(by_header.values().all(|n| *n == 1), "a record was delivered twice: {by_header:?}");
+    w.assert_each_delivered_once(ids);
+}
+
+async fn deliveries(w: &World, domain: Value) -> Vec<Value> {
+    w.svc
+        .ok("mts.connector.delivery", "search_read", json!([domain]), json!({}))
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_records_reach_the_target_once_with_their_token() {
+    let w = World::start(relay_options()).await;
+    let (ids, id) = import(&w, 12, json!({})).await;
+    assert_exactly_once(&w, &ids).await;
+    // MTS was pointed at the service, with a bearer token and a pass-through format.
+    let sub = &w.mts.submissions()[0];
+    let props = &sub.body["request"]["callbackProperties"];
+    assert!(props["url"].as_str().unwrap_or_default().starts_with(&format!("{}/relay/", w.svc.url())), "{props}");
+    assert_eq!(props["authType"], "staticBearer");
+    assert_eq!(sub.body["request"]["outputFormat"], ".");
+    let runs = until(20, "the run done", || async {
+        let runs = w.runs(id).await;
+        runs.iter().all(terminal).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs[0]["state"], "done", "{}", runs[0]);
+    assert_eq!(runs[0]["records_received"], 12);
+    until(10, "delivered counted on the run", || async {
+        (w.runs(id).await[0]["records_delivered"] == 12).then_some(())
+    })
+    .await;
+    // The delivery model shows keys and outcomes, never the records' data.
+    let all = deliveries(&w, json!([])).await;
+    assert_eq!(all.len(), 12);
+    for d in &all {
+        assert_eq!(d["state"], "delivered");
+        let text = d.to_string();
+        assert!(!text.contains("Person ") && !text.contains("Main Street"), "personal data in {text}");
+    }
+    // The Odoo session was logged in once for the whole run.
+    assert!(w.odoo.logins() <= 2, "{} logins", w.odoo.logins());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_down_for_a_while_gets_everything_once_when_back() {
+    let w = World::start(relay_options()).await;
+    w.odoo.set_down(true);
+    let (ids, _) = import(&w, 10, json!({})).await;
+    until(30, "deliveries retrying", || async {
+        let d = deliveries(&w, json!([["attempts", ">=", 2]])).await;
+        (d.len() >= 5).then_some(())
+    })
+    .await;
+    let d = deliveries(&w, json!([["attempts", ">=", 2]])).await;
+    assert_eq!(d[0]["state"], "pending");
+    assert!(d[0]["last_error"].as_str().unwrap_or_default().contains("503"), "{}", d[0]);
+    w.odoo.set_down(false);
+    assert_exactly_once(&w, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_answering_500_at_first_gets_everything_once() {
+    let w = World::start(relay_options()).await;
+    w.odoo.fail_next(7, 500);
+    let (ids, _) = import(&w, 10, json!({})).await;
+    assert_exactly_once(&w, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_slower_than_the_timeout_gets_everything_once() {
+    let w = World::start(relay_options()).await;
+    w.odoo.set_delay(Duration::from_millis(2500));
+    let (ids, _) = import(&w, 4, json!({"callback_timeout": 1})).await;
+    until(30, "timed-out attempts", || async {
+        let d = deliveries(&w, json!([["attempts", ">=", 1]])).await;
+        (!d.is_empty()).then_some(())
+    })
+    .await;
+    let d = deliveries(&w, json!([["attempts", ">=", 1]])).await;
+    assert!(d[0]["last_error"].as_str().unwrap_or_default().contains("timed out"), "{}", d[0]);
+    w.odoo.set_delay(Duration::ZERO);
+    assert_exactly_once(&w, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_refused_once_is_retried_and_everything_arrives_once() {
+    let w = World::start(relay_options()).await;
+    w.odoo.set_password("rotated-password");
+    let (ids, _) = import(&w, 6, json!({})).await;
+    until(30, "a refused login", || async {
+        let d = deliveries(&w, json!([["attempts", ">=", 1]])).await;
+        d.iter().any(|d| d["last_error"].as_str().unwrap_or_default().contains("refused the credentials")).then_some(())
+    })
+    .await;
+    let d = deliveries(&w, json!([["attempts", ">=", 1]])).await;
+    assert!(!d.iter().any(|d| d.to_string().contains(ODOO_PW)), "no password in delivery errors");
+    w.odoo.set_password(ODOO_PW);
+    assert_exactly_once(&w, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mts_dropping_callbacks_mid_request_gets_the_window_resubmitted() {
+    let w = World::start(relay_options()).await;
+    w.mts.fail_callbacks_after(4);
+    let (ids, id) = import(&w, 10, json!({})).await;
+    assert_exactly_once(&w, &ids).await;
+    let runs = until(30, "the retry run done", || async {
+        let runs = w.runs(id).await;
+        runs.iter().any(|r| r["trigger"] == "retry" && r["state"] == "done").then_some(runs)
+    })
+    .await;
+    let first = &runs[0];
+    assert_eq!(first["state"], "cancelled", "{first}");
+    // MTS writes `processed` before its callbacks go out, so either may be seen first.
+    assert!(matches!(first["mts_status"].as_str(), Some("processed" | "error_making_callback_request")), "{first}");
+    assert!(first["error_message"].as_str().unwrap_or_default().contains("4 of 10 records"), "{first}");
+    assert_eq!(w.mts.submissions().len(), 2, "the window was sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_visible_and_replayable() {
+    let w = World::start(relay_options()).await;
+    w.odoo.fail_next(3, 422);
+    let (ids, id) = import(&w, 3, json!({})).await;
+    let failed = until(30, "three failed deliveries", || async {
+        let d = deliveries(&w, json!([["state", "=", "failed"]])).await;
+        (d.len() == 3).then_some(d)
+    })
+    .await;
+    assert_eq!(failed[0]["last_status"], 422);
+    assert!(failed[0]["last_error"].as_str().unwrap_or_default().contains("injected failure"), "{}", failed[0]);
+    assert_eq!(failed[0]["attempts"], 1, "a 4xx is not retried");
+    until(10, "failures counted on the run", || async { (w.runs(id).await[0]["records_failed"] == 3).then_some(()) })
+        .await;
+    let n = w.svc.connector("action_retry_failed", json!([[id]])).await;
+    assert_eq!(n, 3);
+    assert_exactly_once(&w, &ids).await;
+    until(10, "the run's counts updated", || async {
+        let r = &w.runs(id).await[0];
+        (r["records_failed"] == 0 && r["records_delivered"] == 3).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jq_error_parks_the_record_and_sends_nothing() {
+    let w = World::start(relay_options()).await;
+    let (_, _) = import(&w, 2, json!({"output_format": "{\"n\": (.input.name | tonumber)}"})).await;
+    let failed = until(30, "failed deliveries", || async {
+        let d = deliveries(&w, json!([["state", "=", "failed"]])).await;
+        (d.len() == 2).then_some(d)
+    })
+    .await;
+    assert!(failed[0]["last_error"].as_str().unwrap_or_default().contains("output format"), "{}", failed[0]);
+    assert!(w.odoo.received().is_empty(), "nothing sent, not even an empty body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_relay_calls_store_nothing() {
+    let w = World::start(relay_options()).await;
+    w.mts.hold_processing(true);
+    let (_, id) = import(&w, 2, json!({})).await;
+    let run =
+        until(20, "the run submitted", || async { w.runs(id).await.into_iter().find(|r| r["state"] == "submitted") })
+            .await;
+    let run_id = run["id"].as_u64().expect("run id");
+    let http = reqwest::Client::new();
+    let url = format!("{}/relay/{run_id}", w.svc.url());
+    let record = json!({"input": {"__id": "uuid:x"}, "output": {"vid": "1", "status": "processed", "token": "t"}});
+    let post = |url: String, auth: Option<&'static str>, body: Vec<u8>| {
+        let mut req = http.post(url).header("content-type", "application/json").body(body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { req.send().await.expect("relay answers").status().as_u16() }
+    };
+    assert_eq!(post(url.clone(), None, record.to_string().into_bytes()).await, 401);
+    assert_eq!(post(url.clone(), Some("Bearer wrong"), record.to_string().into_bytes()).await, 401);
+    let other = format!("{}/relay/999999", w.svc.url());
+    assert_eq!(post(other, Some("Bearer wrong"), record.to_string().into_bytes()).await, 404);
+    // The real token is only known to MTS; take it from what the fake MTS received.
+    let token = w.mts.submissions()[0].body["request"]["callbackProperties"]["authStaticBearer"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let bearer: &'static str = Box::leak(format!("Bearer {token}").into_boxed_str());
+    assert_eq!(post(url.clone(), Some(bearer), b"{not json".to_vec()).await, 400);
+    assert_eq!(post(url.clone(), Some(bearer), b"{\"input\": {}}".to_vec()).await, 400);
+    assert_eq!(post(url.clone(), Some(bearer), vec![b' '; 2 << 20]).await, 413);
+    assert!(deliveries(&w, json!([])).await.is_empty(), "nothing stored");
+    assert_eq!(w.runs(id).await[0]["records_received"], 0);
+    // The right token with a good body is stored, once.
+    assert_eq!(post(url.clone(), Some(bearer), record.to_string().into_bytes()).await, 200);
+    assert_eq!(post(url, Some(bearer), record.to_string().into_bytes()).await, 200);
+    assert_eq!(deliveries(&w, json!([])).await.len(), 1, "the second call was a duplicate");
+    let log = w.svc.log();
+    assert!(!log.contains(&token), "the relay token was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_callbacks_arrive_loses_nothing_and_delivers_nothing_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut w = World::start(relay_options().data_dir(&data)).await;
+    // Slow forwarding, so records are held by the relay when it dies.
+    w.odoo.set_delay(Duration::from_millis(30));
+    let (ids, id) = import(&w, 150, json!({})).await;
+    until(30, "some records received", || async {
+        let runs = w.runs(id).await;
+        (runs.first().and_then(|r| r["records_received"].as_i64()).unwrap_or(0) >= 40).then_some(())
+    })
+    .await;
+    w.svc.kill9();
+    w.odoo.set_delay(Duration::ZERO);
+    let port_free_again = w.svc.url().to_string();
+    w.svc = Service::start_with(relay_options().data_dir(&data)).await;
+    assert_ne!(port_free_again, "", "restarted");
+    assert_exactly_once(&w, &ids).await;
+    let runs = w.runs(id).await;
+    assert!(runs.iter().any(|r| r["state"] == "done"), "{:?}", states(&runs));
+    let delivered: HashMap<String, usize> = w.odoo.count_by_header(DELIVERY_HEADER);
+    assert_eq!(delivered.len(), 150);
+}
