@@ -1,0 +1,115 @@
+//! Relay throughput benchmark (run by scripts/bench_relay.sh; not a test).
+//!
+//! Imports the same number of ODK submissions through fake ODK, MTS and Odoo twice
+//! against the real service binary: once in `direct` mode (the fake MTS calls the fake
+//! Odoo itself: the baseline) and once in `relay` mode (every callback is received,
+//! stored durably, de-duplicated and forwarded by the service). Prints a Markdown table
+//! with records per second and the ratio to the baseline.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use mts_connector::fakes::{FakeMts, FakeOdk, FakeOdoo};
+use serde_json::{Value, json};
+
+const KEY: &str = "bench-key";
+
+struct Svc {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &str) -> Svc {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--poll-seconds", "0.05", "--relay-grace-seconds", "5"])
+        .env("MTSC_API_KEY", KEY)
+        .env("RUST_LOG", "warn,mts_connector::server=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start mts-connector");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut reader = std::io::BufReader::new(stderr);
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        if std::io::BufRead::read_line(&mut reader, &mut line).expect("read log") == 0 {
+            panic!("the service exited");
+        }
+        if let Some(i) = line.find("listening on http://") {
+            break line[i + "listening on ".len()..].split_whitespace().next().expect("url").to_string();
+        }
+    };
+    // Keep draining the log so the service never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Svc { child, url, _dir: dir }
+}
+
+async fn rpc(http: &reqwest::Client, url: &str, model: &str, method: &str, args: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object",
+        "method": "execute_kw", "args": ["mts_connector", 2, KEY, model, method, args, {}]}});
+    let resp: Value = http.post(format!("{url}/jsonrpc")).json(&body).send().await.expect("rpc").json().await.expect("json");
+    assert!(resp.get("error").is_none(), "{resp}");
+    resp["result"].clone()
+}
+
+async fn one(bin: &str, mode: &str, n: usize) -> (f64, usize) {
+    let odk = FakeOdk::start("e@x.org", "pw").await.expect("odk");
+    odk.add_form("1", "f");
+    let mts = FakeMts::start().await.expect("mts");
+    let odoo = FakeOdoo::start("db", "admin", "odoo-pw").await.expect("odoo");
+    let end = Utc::now() - TimeDelta::minutes(10);
+    let start = end - TimeDelta::hours(5);
+    odk.add_generated_submissions("1", "f", n, start, end);
+    let svc = start_svc(bin);
+    let http = reqwest::Client::new();
+    let connector = json!({
+        "name": "bench", "mts_url": mts.url(), "input_type": "odk", "is_recurring": "recurring",
+        "interval_minutes": 60, "max_records_per_request": 1000, "callback_mode": mode,
+        "odk_base_url": odk.url(), "odk_odata_url": odk.odata_url("1", "f"), "odk_email": "e@x.org",
+        "odk_password": "pw", "callback_url": odoo.callback_url(), "callback_authtype": "odoo",
+        "callback_auth_url": odoo.auth_url(), "callback_auth_database": "db",
+        "callback_auth_username": "admin", "callback_auth_password": "odoo-pw",
+        "output_format": "{\"id\": .input.__id, \"token\": .output.token}",
+    });
+    let id = rpc(&http, &svc.url, "mts.connector", "create", json!([connector])).await;
+    let fmt = mts_connector::model::format_datetime;
+    let t0 = Instant::now();
+    rpc(&http, &svc.url, "mts.connector", "action_import", json!([[id], fmt(start), fmt(end)])).await;
+    let deadline = t0 + Duration::from_secs(600);
+    while odoo.received().len() < n {
+        assert!(Instant::now() < deadline, "{mode}: only {} of {n} delivered", odoo.received().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    (n as f64 / secs, mts.submissions().len())
+}
+
+fn start_svc(bin: &str) -> Svc {
+    start(bin)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let bin = args.next().unwrap_or_else(|| "target/release/mts-connector".into());
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let (direct, direct_requests) = one(&bin, "direct", n).await;
+    let (relay, relay_requests) = one(&bin, "relay", n).await;
+    println!("| mode | records | MTS requests | records/s (import to last delivery) | ratio to direct |");
+    println!("|---|---|---|---|---|");
+    println!("| direct (baseline: MTS calls Odoo) | {n} | {direct_requests} | {direct:.0} | 1.00 |");
+    println!("| relay (received, stored durably, forwarded) | {n} | {relay_requests} | {relay:.0} | {:.2} |", relay / direct);
+}
