@@ -68,46 +68,38 @@ fn connector_of_delivery(engine: &Engine, id: u64) -> Option<u64> {
 }
 
 /// Starts every due delivery that has a free slot at its target; answers when the
-/// next one not started becomes due.
+/// next one not started becomes due (a finishing delivery wakes the loop too).
 fn dispatch(engine: &Arc<Engine>) -> Option<DateTime<Utc>> {
     let now = Utc::now();
-    let mut due: Vec<(u64, DateTime<Utc>)> = engine.relay.pending().iter().map(|(id, at)| (*id, *at)).collect();
-    due.sort_by_key(|(id, at)| (*at, *id));
-    let mut next = None;
-    for (id, at) in due {
-        if at > now {
-            next = Some(next.map_or(at, |n: DateTime<Utc>| n.min(at)));
+    let heads = engine.relay.pending().heads();
+    let mut next: Option<DateTime<Utc>> = None;
+    for (target, first) in heads {
+        if first > now {
+            next = Some(next.map_or(first, |n| n.min(first)));
             continue;
         }
-        if engine.relay.in_flight().contains(&id) {
-            continue;
+        let slots = engine.relay.target_slot(&target);
+        loop {
+            let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+            let Some(id) = engine.relay.pending().pop_due(&target, now) else { break };
+            engine.relay.in_flight().insert(id);
+            let engine2 = engine.clone();
+            engine.tasks.spawn(async move {
+                if let Err(e) = deliver_one(&engine2, id).await {
+                    tracing::error!(delivery_id = id, error = %e, "delivery paused: the store failed");
+                }
+                drop(permit);
+                engine2.relay.in_flight().remove(&id);
+                engine2.relay.wake.notify_one();
+            });
         }
-        let target = connector_of_delivery(engine, id)
-            .and_then(|c| engine.store.get(connector::MODEL, c))
-            .and_then(|c| c.str("callback_url").map(str::to_string))
-            .unwrap_or_default();
-        let Ok(permit) = engine.relay.target_slot(&target).try_acquire_owned() else { continue };
-        engine.relay.in_flight().insert(id);
-        let engine2 = engine.clone();
-        engine.tasks.spawn(async move {
-            if let Err(e) = deliver_one(&engine2, id).await {
-                tracing::error!(delivery_id = id, error = %e, "delivery paused: the store failed");
-            }
-            drop(permit);
-            engine2.relay.in_flight().remove(&id);
-            engine2.relay.wake.notify_one();
-        });
     }
     next
 }
 
 async fn deliver_one(engine: &Engine, id: u64) -> Result<(), StoreError> {
-    let Some(d) = engine.store.get(delivery::MODEL, id).map(|d| (*d).clone()) else {
-        engine.relay.pending().remove(&id);
-        return Ok(());
-    };
+    let Some(d) = engine.store.get(delivery::MODEL, id).map(|d| (*d).clone()) else { return Ok(()) };
     if d.str("state") != Some("pending") {
-        engine.relay.pending().remove(&id);
         return Ok(());
     }
     let outcome = attempt(engine, &d).await;
@@ -235,6 +227,7 @@ async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), 
     };
     let run_id = d.int("run_id").unwrap_or(0) as u64;
     let id = d.id;
+    let target = super::target_of(&engine.store, d.int("connector_id").unwrap_or(0) as u64);
     {
         let _guard = engine.store.write_lock();
         engine.store.put(delivery::MODEL, d)?;
@@ -247,10 +240,9 @@ async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), 
         }
     }
     engine.store.flush().await?;
-    match next {
-        Some(at) => engine.relay.pending().insert(id, at),
-        None => engine.relay.pending().remove(&id),
-    };
+    if let Some(at) = next {
+        engine.relay.pending().insert(id, &target, at);
+    }
     Ok(())
 }
 
@@ -286,9 +278,12 @@ impl Engine {
         }
         let ids: Vec<u64> = changed.iter().map(|d| d.id).collect();
         self.store.flush().await?;
+        let targets: Vec<String> = connectors.iter().map(|c| super::target_of(&self.store, *c)).collect::<Vec<_>>();
         let mut pending = self.relay.pending();
-        for id in &ids {
-            pending.insert(*id, now);
+        for d in &changed {
+            let c = d.int("connector_id").unwrap_or(0) as u64;
+            let target = connectors.iter().position(|x| *x == c).map(|i| targets[i].as_str()).unwrap_or_default();
+            pending.insert(d.id, target, now);
         }
         drop(pending);
         self.relay.wake.notify_one();

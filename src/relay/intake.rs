@@ -143,10 +143,11 @@ impl Engine {
             let total = r.int("records_received").unwrap_or(0) + (received.stored + received.duplicates) as i64;
             r.set("records_received", total);
             self.store.put(run::MODEL, r)?;
+            let target = super::target_of(&self.store, connector);
             let mut pending = self.relay.pending();
             for (key, id) in ids {
                 keys.insert(key, id);
-                pending.insert(id, Utc::now());
+                pending.insert(id, &target, Utc::now());
             }
             received
         };

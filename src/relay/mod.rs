@@ -15,7 +15,7 @@ pub mod auth;
 pub mod deliver;
 pub mod intake;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,14 +59,72 @@ impl Default for RelayConfig {
     }
 }
 
+/// Pending deliveries, one time-ordered queue per target URL, so that dispatching
+/// costs what it starts, however long a backlog a dead target has built up.
+#[derive(Default)]
+pub struct Queue {
+    by_target: HashMap<String, BTreeSet<(DateTime<Utc>, u64)>>,
+    entries: HashMap<u64, (String, DateTime<Utc>)>,
+}
+
+impl Queue {
+    pub fn insert(&mut self, id: u64, target: &str, at: DateTime<Utc>) {
+        self.remove(id);
+        self.by_target.entry(target.to_string()).or_default().insert((at, id));
+        self.entries.insert(id, (target.to_string(), at));
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        if let Some((target, at)) = self.entries.remove(&id)
+            && let Some(set) = self.by_target.get_mut(&target)
+        {
+            set.remove(&(at, id));
+            if set.is_empty() {
+                self.by_target.remove(&target);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The targets and the first (earliest) entry of each.
+    fn heads(&self) -> Vec<(String, DateTime<Utc>)> {
+        self.by_target.iter().filter_map(|(t, set)| set.first().map(|(at, _)| (t.clone(), *at))).collect()
+    }
+
+    /// Takes the first entry of `target` if it is due.
+    fn pop_due(&mut self, target: &str, now: DateTime<Utc>) -> Option<u64> {
+        let (at, id) = *self.by_target.get(target)?.first()?;
+        if at > now {
+            return None;
+        }
+        self.remove(id);
+        Some(id)
+    }
+}
+
+/// The callback URL of a delivery's connector: its queue.
+pub fn target_of(store: &Store, connector: u64) -> String {
+    store
+        .get(crate::model::connector::MODEL, connector)
+        .and_then(|c| c.str("callback_url").map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// The relay's in-memory state, rebuilt from the deliveries at start.
 pub struct Relay {
     pub config: RelayConfig,
     http: reqwest::Client,
     /// Idempotency key -> delivery id, for every record ever received.
     keys: Mutex<HashMap<String, u64>>,
-    /// Pending deliveries and when each is due.
-    pending: Mutex<HashMap<u64, DateTime<Utc>>>,
+    /// Pending deliveries not being sent right now, and when each is due.
+    pending: Mutex<Queue>,
     /// Deliveries being sent right now.
     in_flight: Mutex<std::collections::HashSet<u64>>,
     /// Compiled output formats, by source.
@@ -86,11 +144,11 @@ impl Relay {
     pub fn new(store: &Store, config: RelayConfig, http: reqwest::Client) -> Relay {
         let deliveries = store.list(MODEL);
         let keys = deliveries.iter().filter_map(|d| d.str("key").map(|k| (k.to_string(), d.id))).collect();
-        let pending = deliveries
-            .iter()
-            .filter(|d| d.str("state") == Some("pending"))
-            .map(|d| (d.id, d.str("next_attempt_at").and_then(|t| parse_datetime(t).ok()).unwrap_or_else(Utc::now)))
-            .collect();
+        let mut pending = Queue::default();
+        for d in deliveries.iter().filter(|d| d.str("state") == Some("pending")) {
+            let at = d.str("next_attempt_at").and_then(|t| parse_datetime(t).ok()).unwrap_or_else(Utc::now);
+            pending.insert(d.id, &target_of(store, d.int("connector_id").unwrap_or(0) as u64), at);
+        }
         Relay {
             config,
             http: http.clone(),
@@ -109,7 +167,7 @@ impl Relay {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, DateTime<Utc>>> {
+    pub fn pending(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
