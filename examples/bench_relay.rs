@@ -60,12 +60,13 @@ fn start(bin: &str) -> Svc {
 async fn rpc(http: &reqwest::Client, url: &str, model: &str, method: &str, args: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object",
         "method": "execute_kw", "args": ["mts_connector", 2, KEY, model, method, args, {}]}});
-    let resp: Value = http.post(format!("{url}/jsonrpc")).json(&body).send().await.expect("rpc").json().await.expect("json");
+    let resp: Value =
+        http.post(format!("{url}/jsonrpc")).json(&body).send().await.expect("rpc").json().await.expect("json");
     assert!(resp.get("error").is_none(), "{resp}");
     resp["result"].clone()
 }
 
-async fn one(bin: &str, mode: &str, n: usize) -> (f64, usize) {
+async fn one(bin: &str, mode: &str, bulk: bool, n: usize) -> (f64, usize) {
     let odk = FakeOdk::start("e@x.org", "pw").await.expect("odk");
     odk.add_form("1", "f");
     let mts = FakeMts::start().await.expect("mts");
@@ -77,7 +78,7 @@ async fn one(bin: &str, mode: &str, n: usize) -> (f64, usize) {
     let http = reqwest::Client::new();
     let connector = json!({
         "name": "bench", "mts_url": mts.url(), "input_type": "odk", "is_recurring": "recurring",
-        "interval_minutes": 60, "max_records_per_request": 1000, "callback_mode": mode,
+        "interval_minutes": 60, "max_records_per_request": 1000, "callback_mode": mode, "callback_in_bulk": bulk,
         "odk_base_url": odk.url(), "odk_odata_url": odk.odata_url("1", "f"), "odk_email": "e@x.org",
         "odk_password": "pw", "callback_url": odoo.callback_url(), "callback_authtype": "odoo",
         "callback_auth_url": odoo.auth_url(), "callback_auth_database": "db",
@@ -106,10 +107,20 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let bin = args.next().unwrap_or_else(|| "target/release/mts-connector".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5000);
-    let (direct, direct_requests) = one(&bin, "direct", n).await;
-    let (relay, relay_requests) = one(&bin, "relay", n).await;
+    let (direct, direct_requests) = one(&bin, "direct", false, n).await;
+    let (relay, relay_requests) = one(&bin, "relay", false, n).await;
+    let (bulk, bulk_requests) = one(&bin, "relay", true, n).await;
     println!("| mode | records | MTS requests | records/s (import to last delivery) | ratio to direct |");
     println!("|---|---|---|---|---|");
-    println!("| direct (baseline: MTS calls Odoo) | {n} | {direct_requests} | {direct:.0} | 1.00 |");
-    println!("| relay (received, stored durably, forwarded) | {n} | {relay_requests} | {relay:.0} | {:.2} |", relay / direct);
+    println!(
+        "| direct (baseline: MTS calls Odoo, one call per record) | {n} | {direct_requests} | {direct:.0} | 1.00 |"
+    );
+    println!(
+        "| relay, one MTS call per record (each stored durably, then forwarded) | {n} | {relay_requests} | {relay:.0} | {:.2} |",
+        relay / direct
+    );
+    println!(
+        "| relay, `callback_in_bulk` (one MTS call per request, one flush) | {n} | {bulk_requests} | {bulk:.0} | {:.2} |",
+        bulk / direct
+    );
 }

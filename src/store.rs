@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::model::fields::Record;
@@ -43,6 +44,12 @@ pub struct Store {
     meta: sled::Tree,
     tables: HashMap<&'static str, Table>,
     write_lock: Mutex<()>,
+    /// Group commit: every change bumps `written`; a flush records how far it got in
+    /// `flushed`, so callers whose changes an earlier flush already covered return at
+    /// once and concurrent callers share one fsync.
+    written: AtomicU64,
+    flushed: AtomicU64,
+    flush_turn: tokio::sync::Mutex<()>,
     path: PathBuf,
     _lock_file: File,
 }
@@ -92,7 +99,17 @@ impl Store {
             }
             tables.insert(*model, Table { tree, rows: RwLock::new(rows) });
         }
-        Ok(Store { db, meta, tables, write_lock: Mutex::new(()), path: dir.to_path_buf(), _lock_file: lock_file })
+        Ok(Store {
+            db,
+            meta,
+            tables,
+            write_lock: Mutex::new(()),
+            written: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flush_turn: tokio::sync::Mutex::new(()),
+            path: dir.to_path_buf(),
+            _lock_file: lock_file,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -150,6 +167,7 @@ impl Store {
             batch.insert(&key(rec.id), bytes);
         }
         table.tree.apply_batch(batch)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
         let mut rows = table.rows.write().unwrap_or_else(|p| p.into_inner());
         for rec in records {
             rows.insert(rec.id, Arc::new(rec));
@@ -169,6 +187,7 @@ impl Store {
             batch.remove(&key(*id));
         }
         table.tree.apply_batch(batch)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
         let mut rows = table.rows.write().unwrap_or_else(|p| p.into_inner());
         for id in ids {
             rows.remove(id);
@@ -177,8 +196,17 @@ impl Store {
     }
 
     /// Makes every write so far durable (fsync). Await it before answering a client.
+    /// Concurrent callers share one fsync (group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let mine = self.written.load(Ordering::SeqCst);
+        let _turn = self.flush_turn.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            // A flush that started after our writes already made them durable.
+            return Ok(());
+        }
+        let upto = self.written.load(Ordering::SeqCst);
         self.db.flush_async().await?;
+        self.flushed.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
 

@@ -97,6 +97,16 @@ async fn relayed_records_reach_the_target_once_with_their_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_callbacks_are_relayed_record_by_record() {
+    let w = World::start(relay_options()).await;
+    let (ids, id) = import(&w, 20, json!({"callback_in_bulk": true})).await;
+    assert_exactly_once(&w, &ids).await;
+    assert_eq!(w.mts.submissions()[0].body["request"]["callbackProperties"]["callInBulk"], true);
+    let run = until(20, "the run done", || async { w.runs(id).await.into_iter().find(|r| r["state"] == "done") }).await;
+    assert_eq!(run["records_received"], 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_down_for_a_while_gets_everything_once_when_back() {
     let w = World::start(relay_options()).await;
     w.odoo.set_down(true);
@@ -241,7 +251,7 @@ async fn bad_relay_calls_store_nothing() {
     let bearer: &'static str = Box::leak(format!("Bearer {token}").into_boxed_str());
     assert_eq!(post(url.clone(), Some(bearer), b"{not json".to_vec()).await, 400);
     assert_eq!(post(url.clone(), Some(bearer), b"{\"input\": {}}".to_vec()).await, 400);
-    assert_eq!(post(url.clone(), Some(bearer), vec![b' '; 2 << 20]).await, 413);
+    assert_eq!(post(url.clone(), Some(bearer), vec![b' '; 33 << 20]).await, 413);
     assert!(deliveries(&w, json!([])).await.is_empty(), "nothing stored");
     assert_eq!(w.runs(id).await[0]["records_received"], 0);
     // The right token with a good body is stored, once.

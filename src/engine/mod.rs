@@ -135,14 +135,25 @@ impl Engine {
         slots.entry(url.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_mts.max(1)))).clone()
     }
 
-    /// Waits for a submission slot: the MTS URL's first, then a global one, both in
-    /// request order (tokio's semaphores are fair), so queued runs go oldest first.
+    /// One of the `max_in_flight` slots for a run's submit phase (pre-count included).
+    /// Always taken before an MTS URL's slot, so the two can never deadlock.
+    pub async fn global_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.global_slots.clone().acquire_owned().await.ok()
+    }
+
+    /// The slot of one MTS URL, held only around the call to MTS itself.
+    pub async fn mts_url_slot(&self, mts_url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.mts_slot(mts_url).acquire_owned().await.ok()
+    }
+
+    /// Both slots, global first, in request order (tokio's semaphores are fair), so
+    /// queued runs go oldest first.
     pub async fn submission_slot(
         &self,
         mts_url: &str,
     ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
-        let per_url = self.mts_slot(mts_url).acquire_owned().await.ok()?;
-        let global = self.global_slots.clone().acquire_owned().await.ok()?;
+        let global = self.global_slot().await?;
+        let per_url = self.mts_url_slot(mts_url).await?;
         Some((per_url, global))
     }
 

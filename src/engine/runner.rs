@@ -74,8 +74,8 @@ async fn submit_phase(engine: &Engine, run: Record) -> Result<Next, StoreError> 
         return Ok(Next::Stop);
     };
     let mts_url = connector.str("mts_url").unwrap_or_default().to_string();
-    let Some(_slots) = (tokio::select! {
-        slots = engine.submission_slot(&mts_url) => slots,
+    let Some(global_slot) = (tokio::select! {
+        slot = engine.global_slot() => slot,
         () = engine.cancel.cancelled() => None,
     }) else {
         return Ok(Next::Stop);
@@ -102,7 +102,9 @@ async fn submit_phase(engine: &Engine, run: Record) -> Result<Next, StoreError> 
         return Ok(Next::Stop);
     };
     if connector.str("input_type") == Some("custom") {
-        fail(engine, id, "", "the OpenG2P Registry input is not supported by this version of the service").await?;
+        // A registry walk reads Odoo between its pages: each page takes its own slots.
+        drop(global_slot);
+        super::registry::run(engine, run, connector).await?;
         return Ok(Next::Stop);
     }
 
@@ -113,6 +115,14 @@ async fn submit_phase(engine: &Engine, run: Record) -> Result<Next, StoreError> 
         None => return Ok(Next::Stop),
     };
 
+    // MTS works one request at a time (and blocks while it pulls ODK): only the call
+    // itself holds the MTS URL's slot, not the ODK pre-count.
+    let Some(_mts_slot) = (tokio::select! {
+        slot = engine.mts_url_slot(&mts_url) => slot,
+        () = engine.cancel.cancelled() => None,
+    }) else {
+        return Ok(Next::Stop);
+    };
     let relay = relay_target(engine, id, &connector).await?;
     let now = Utc::now();
     let body = build_request(&connector, Input::Odk { start, end }, relay.as_ref(), Secrets::Reveal, now);
@@ -283,7 +293,13 @@ fn odk_message(e: &OdkError) -> String {
     e.to_string()
 }
 
-async fn retry_later(engine: &Engine, id: u64, attempts: i64, code: &str, message: &str) -> Result<(), StoreError> {
+pub(super) async fn retry_later(
+    engine: &Engine,
+    id: u64,
+    attempts: i64,
+    code: &str,
+    message: &str,
+) -> Result<(), StoreError> {
     if attempts >= engine.config.max_attempts {
         let text = format!("gave up after {attempts} attempts: {message}");
         engine.update_run(id, |r| r.set("attempts", attempts)).await?;
@@ -303,7 +319,7 @@ async fn retry_later(engine: &Engine, id: u64, attempts: i64, code: &str, messag
     Ok(())
 }
 
-async fn fail(engine: &Engine, id: u64, code: &str, message: &str) -> Result<(), StoreError> {
+pub(super) async fn fail(engine: &Engine, id: u64, code: &str, message: &str) -> Result<(), StoreError> {
     engine
         .update_run(id, |r| {
             r.set("state", "failed");
@@ -328,7 +344,7 @@ pub async fn cancel(engine: &Engine, id: u64, why: &str) -> Result<(), StoreErro
 
 /// Polls the request's status with backoff until it is terminal; a request MTS lost
 /// (404, or `submitted` far too long) is resubmitted as a `retry` run.
-async fn track_phase(engine: &Engine, id: u64) -> Result<(), StoreError> {
+pub(super) async fn track_phase(engine: &Engine, id: u64) -> Result<(), StoreError> {
     let mut wait = engine.config.poll_min;
     loop {
         let Some(run) = engine.run(id) else { return Ok(()) };

@@ -71,8 +71,12 @@ pub fn build_index(store: &Store) -> Index {
     index
 }
 
-/// One structured line per run state change.
+/// One structured line per run state change (and one metric count); `duration_s` is
+/// the time since the run was created.
 fn log_change(run: &Record, from: &str) {
+    let duration_s = time(run, "create_date").map_or(0, |t| (Utc::now() - t).num_seconds().max(0));
+    let acknowledged = (state(run) == "submitted").then(|| run.int("records_expected").unwrap_or(0));
+    crate::metrics::METRICS.run_state(state(run), acknowledged);
     tracing::info!(
         connector_id = connector_id(run),
         run_id = run.id,
@@ -85,8 +89,24 @@ fn log_change(run: &Record, from: &str) {
         records_expected = run.int("records_expected").unwrap_or(-1),
         mts_request_id = run.str("mts_request_id").unwrap_or_default(),
         error = run.str("error_message").unwrap_or_default(),
+        duration_s,
         "run state"
     );
+}
+
+/// A new queued run record.
+fn new_run(id: u64, connector: u64, trigger: &str, start: DateTime<Utc>, end: DateTime<Utc>, now: &str) -> Record {
+    let mut run = Record { id, ..Default::default() };
+    run.set("name", format!("#{id}"));
+    run.set("connector_id", connector);
+    run.set("trigger", trigger);
+    run.set("window_start", format_datetime(start));
+    run.set("window_end", format_datetime(end));
+    run.set("state", "queued");
+    run.set("attempts", 0);
+    run.set("create_date", now);
+    run.set("write_date", now);
+    run
 }
 
 impl Engine {
@@ -102,16 +122,7 @@ impl Engine {
         let now = format_datetime(Utc::now());
         let run = {
             let _guard = self.store.write_lock();
-            let mut run = Record { id: self.store.next_id(MODEL)?, ..Default::default() };
-            run.set("name", format!("#{}", run.id));
-            run.set("connector_id", connector);
-            run.set("trigger", trigger);
-            run.set("window_start", format_datetime(start));
-            run.set("window_end", format_datetime(end));
-            run.set("state", "queued");
-            run.set("attempts", 0);
-            run.set("create_date", now.clone());
-            run.set("write_date", now);
+            let mut run = new_run(self.store.next_id(MODEL)?, connector, trigger, start, end, &now);
             extra(&mut run);
             self.store.put(MODEL, run.clone())?;
             if let Some(c) = self.store.get(connector::MODEL, connector) {
@@ -126,6 +137,47 @@ impl Engine {
         log_change(&run, "new");
         self.wake.notify_one();
         Ok(run)
+    }
+
+    /// Fires many recurring connectors at once: each gets its `next_run_at` and, when
+    /// `window` is given, a new scheduled run, all stored in one batch with one flush
+    /// (a pass in which 10,000 connectors are due costs one fsync, not 20,000).
+    pub async fn fire_batch(
+        &self,
+        fires: Vec<(u64, Option<super::window::Window>, DateTime<Utc>)>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let now = format_datetime(Utc::now());
+        let runs = {
+            let _guard = self.store.write_lock();
+            let mut runs = Vec::new();
+            let mut connectors = Vec::with_capacity(fires.len());
+            for (id, window, next_at) in fires {
+                let Some(c) = self.store.get(connector::MODEL, id) else { continue };
+                let mut c = (*c).clone();
+                c.set("next_run_at", format_datetime(next_at));
+                if let Some((start, end)) = window {
+                    let run = new_run(self.store.next_id(MODEL)?, id, "schedule", start, end, &now);
+                    c.set("last_run_id", run.id);
+                    runs.push(run);
+                }
+                connectors.push(c);
+            }
+            self.store.put_all(MODEL, runs.clone())?;
+            self.store.put_all(connector::MODEL, connectors)?;
+            let mut index = self.index();
+            for run in &runs {
+                index_run(&mut index, run);
+            }
+            runs
+        };
+        self.store.flush().await?;
+        for run in &runs {
+            log_change(run, "new");
+        }
+        if !runs.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(runs)
     }
 
     /// Applies `change` to a stored run and makes it durable before returning, so the

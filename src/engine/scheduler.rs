@@ -9,8 +9,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::runs::{state, time};
 use super::{Engine, runner, window};
+use crate::metrics::METRICS;
 use crate::model::fields::Record;
-use crate::model::{connector, format_datetime, parse_datetime};
+use crate::model::{connector, parse_datetime};
 
 /// Runs until the engine is cancelled.
 pub async fn run(engine: Arc<Engine>) {
@@ -18,6 +19,9 @@ pub async fn run(engine: Arc<Engine>) {
     let mut last_prune = DateTime::<Utc>::MIN_UTC;
     loop {
         let now = Utc::now();
+        // The heartbeat `/ready` reads: working since `now`, then sleeping until a deadline.
+        METRICS.scheduler.busy(now);
+        let started = std::time::Instant::now();
         let next = match tick(&engine, now).await {
             Ok(next) => next,
             Err(e) => {
@@ -34,8 +38,11 @@ pub async fn run(engine: Arc<Engine>) {
             }
         }
         let sleep = next.map_or(Duration::from_secs(600), |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        let sleep = sleep.min(Duration::from_secs(600));
+        METRICS.scheduler_tick(started.elapsed());
+        METRICS.scheduler.sleeping(Utc::now() + TimeDelta::from_std(sleep).unwrap_or(TimeDelta::seconds(600)));
         tokio::select! {
-            () = tokio::time::sleep(sleep.min(Duration::from_secs(600))) => {}
+            () = tokio::time::sleep(sleep) => {}
             () = engine.wake.notified() => {}
             () = engine.cancel.cancelled() => return,
         }
@@ -49,6 +56,8 @@ fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>>
 /// One pass: fire what is due, dispatch what can run. Returns when to look again.
 async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, crate::store::StoreError> {
     let mut next: Option<DateTime<Utc>> = None;
+    let mut fires = Vec::new();
+    let mut fired_due = Vec::new();
     for c in engine.store.list(connector::MODEL) {
         match (c.str("is_recurring"), c.str("job_status")) {
             (Some("recurring"), Some("running")) => {
@@ -56,8 +65,10 @@ async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTim
                 match due {
                     Some(due) if due > now => next = earliest(next, due),
                     _ => {
-                        let fired_next = fire(engine, &c, due, now).await?;
-                        next = earliest(next, fired_next);
+                        let (window, next_at) = plan_fire(engine, &c, due, now);
+                        fires.push((c.id, window, next_at));
+                        fired_due.extend(due);
+                        next = earliest(next, next_at);
                     }
                 }
             }
@@ -65,6 +76,17 @@ async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTim
                 start_onetime(engine, &c).await?
             }
             _ => {}
+        }
+        if let Some(at) = super::registry::vid_cleanup_due(engine, &c, now).await? {
+            next = earliest(next, at);
+        }
+    }
+    if !fires.is_empty() {
+        engine.fire_batch(fires).await?;
+        // Lateness: from when each was due until its run was queued.
+        let queued = Utc::now();
+        for due in fired_due {
+            METRICS.scheduler_fired(queued - due);
         }
     }
     for (run_id, due) in runnable(engine) {
@@ -76,24 +98,26 @@ async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTim
     Ok(next)
 }
 
-/// Fires a recurring connector: queues its next delta window unless a run is still
-/// open (missed fires are not replayed: the next window covers the gap), and sets
-/// `next_run_at`.
-async fn fire(
+/// What firing a recurring connector does: its next delta window, unless a run is
+/// still open (missed fires are not replayed: the next window covers the gap), and its
+/// next fire time. [`Engine::fire_batch`] stores them for every due connector at once.
+fn plan_fire(
     engine: &Engine,
     c: &Record,
     due: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, crate::store::StoreError> {
+) -> (Option<window::Window>, DateTime<Utc>) {
     let minute = engine.config.minute();
     let mut next_at = window::next_fire(c, due.unwrap_or(now), minute);
     if next_at <= now {
         next_at = window::next_fire(c, now, minute);
     }
+    let mut window = None;
     if due.is_some() && engine.open_runs(c.id).is_empty() {
         let (start, end) = window::delta_window(c, engine.watermark(c.id), now, minute);
-        if start < end {
-            engine.create_run(c.id, "schedule", start, end, |_| {}).await?;
+        // A registry walk reads every matching registrant: its window is only a label.
+        if start < end || c.str("input_type") == Some("custom") {
+            window = Some((start.min(end - TimeDelta::seconds(1)), end));
         }
     }
     // No `next_run_at` yet (just started): the first fire is now for an interval, at
@@ -102,8 +126,7 @@ async fn fire(
         None if c.str("cron_expression").is_none() => now,
         _ => next_at,
     };
-    engine.update_connector(c.id, |rec| rec.set("next_run_at", format_datetime(next_at))).await?;
-    Ok(next_at)
+    (window, next_at)
 }
 
 /// A started one-time job without an open run: queue its window once, or complete it

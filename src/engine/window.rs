@@ -6,6 +6,9 @@ use chrono::{DateTime, Duration, TimeDelta, Utc};
 use crate::model::fields::Record;
 use crate::model::{connector, parse_datetime};
 
+/// A half-open time range `[start, end)`.
+pub type Window = (DateTime<Utc>, DateTime<Utc>);
+
 fn field_time(rec: &Record, field: &str) -> Option<DateTime<Utc>> {
     rec.str(field).and_then(|s| parse_datetime(s).ok())
 }

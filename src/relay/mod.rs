@@ -54,7 +54,7 @@ impl Default for RelayConfig {
             give_up_after: Duration::from_secs(24 * 3600),
             failed_retention: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(60),
-            max_body: 1 << 20,
+            max_body: 32 << 20,
         }
     }
 }
