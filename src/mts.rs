@@ -117,6 +117,10 @@ pub fn build_request(
     })
 }
 
+fn in_bulk(c: &Record) -> bool {
+    c.values.get("callback_in_bulk").and_then(Value::as_bool).unwrap_or(false)
+}
+
 fn callback_properties(c: &Record, relay: Option<&RelayTarget>, secrets: Secrets) -> Value {
     if let Some(relay) = relay {
         let token = match secrets {
@@ -127,7 +131,7 @@ fn callback_properties(c: &Record, relay: Option<&RelayTarget>, secrets: Secrets
             "url": relay.url,
             "httpMethod": "POST",
             "timeoutSeconds": c.int("callback_timeout").unwrap_or(10),
-            "callInBulk": false,
+            "callInBulk": in_bulk(c),
             "extraHeaders": {},
             "authType": "staticBearer",
             "authStaticBearer": {"token": token},
@@ -138,7 +142,7 @@ fn callback_properties(c: &Record, relay: Option<&RelayTarget>, secrets: Secrets
         "url": text(c, "callback_url"),
         "httpMethod": c.str("callback_httpmethod").unwrap_or("POST"),
         "timeoutSeconds": c.int("callback_timeout").unwrap_or(10),
-        "callInBulk": false,
+        "callInBulk": in_bulk(c),
         "extraHeaders": json_field(c, "callback_extra_headers"),
         "authType": auth_type,
     });
@@ -258,6 +262,14 @@ mod tests {
         c.set("callback_extra_headers", r#"{"Authorization": "Basic abc"}"#);
         let body = odk(&c, Secrets::Reveal);
         assert_eq!(body["request"]["callbackProperties"]["extraHeaders"], json!({"Authorization": "Basic abc"}));
+    }
+
+    #[test]
+    fn call_in_bulk_follows_the_connector() {
+        let mut c = connector("none");
+        assert_eq!(odk(&c, Secrets::Reveal)["request"]["callbackProperties"]["callInBulk"], false);
+        c.set("callback_in_bulk", true);
+        assert_eq!(odk(&c, Secrets::Reveal)["request"]["callbackProperties"]["callInBulk"], true);
     }
 
     #[test]

@@ -1368,25 +1368,39 @@ async fn a_generated_api_key_is_private_works_and_is_not_logged() {
 }
 
 #[tokio::test]
-async fn a_registry_connector_cannot_be_started_yet() {
+async fn a_registry_connector_starts_and_its_walk_reports_an_unreachable_registry() {
     let svc = Service::start().await;
     let id = svc
         .create(&merged(
             &valid_connector(),
             &json!({
                 "input_type": "custom",
-                "odoo_url": "https://registry.example.org",
+                "odoo_url": common::CLOSED_URL,
                 "odoo_database": "registry",
                 "odoo_username": "registry-user",
                 "odoo_password": "reg-pw-SECRET7",
             }),
         ))
         .await;
-    for method in ["action_start", "mts_action_trigger", "action_run_now"] {
-        let err = svc.err("mts.connector", method, json!([[id]]), json!({})).await;
-        assert_eq!(err["data"]["name"], "odoo.exceptions.UserError", "{method}: {err}");
-        assert!(err["data"]["message"].as_str().unwrap_or_default().contains("OpenG2P Registry"), "{err}");
-    }
+    // A date-range import stays an ODK feature.
+    let err = svc
+        .err("mts.connector", "action_import", json!([[id], "2020-01-01 00:00:00", "2020-01-02 00:00:00"]), json!({}))
+        .await;
+    assert_eq!(err["data"]["name"], "odoo.exceptions.UserError", "{err}");
+    svc.connector("action_start", json!([[id]])).await;
     let c = svc.connector("read", json!([[id], ["job_status"]])).await;
-    assert_eq!(c[0]["job_status"], "draft");
+    assert_eq!(c[0]["job_status"], "running");
+    let started = std::time::Instant::now();
+    let run = loop {
+        let runs = svc.ok("mts.connector.run", "search_read", json!([[["connector_id", "=", id]]]), json!({})).await;
+        if let Some(r) = runs.as_array().and_then(|rs| rs.iter().find(|r| r["state"] == "retrying")) {
+            break r.clone();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no retrying walk: {runs}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let message = run["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("the registry Odoo at http://127.0.0.1:9 is unreachable"), "{run}");
+    assert!(!run.to_string().contains("SECRET"), "{run}");
+    assert!(!svc.log().contains("reg-pw-SECRET7"));
 }

@@ -91,13 +91,15 @@ impl Engine {
         let mut ids = Vec::new();
         for c in connectors {
             let (start, end) = self.next_window(c, now);
-            if start >= end {
+            // A registry walk reads every matching registrant: the window is only its label.
+            if start >= end && c.str("input_type") != Some("custom") {
                 return Err(user(format!(
                     "Connector {:?} is up to date: its next window would start at {}",
                     c.str("name").unwrap_or("?"),
                     format_datetime(start)
                 )));
             }
+            let (start, end) = if start < end { (start, end) } else { (end - chrono::TimeDelta::seconds(1), end) };
             ids.push(self.create_run(c.id, "schedule", start, end, |_| {}).await?.id);
         }
         Ok(ids)
@@ -122,6 +124,9 @@ impl Engine {
             Ok(m) => format!("OK: {m}"),
             Err(m) => format!("FAILED: {m}"),
         });
+        if c.str("input_type") == Some("custom") {
+            lines.push(super::registry::test_connection(c).await);
+        }
         if c.str("input_type") == Some("odk") {
             let base = c.str("odk_base_url").unwrap_or_default();
             let email = c.str("odk_email").unwrap_or_default();

@@ -16,3 +16,4 @@ pub use http::Recorded;
 pub use mts::{DEFAULT_PARTNER_ID, FakeMts, MtsSubmission, mock_token};
 pub use odk::{FakeOdk, generated_fields};
 pub use odoo::{CALLBACK_PATH, FakeOdoo, ReceivedCallback};
+pub use registry::{FakeRegistry, RpcCall, TOKEN_TYPE, UPDATE_ID_PATH, VID_TYPE};

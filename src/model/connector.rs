@@ -14,6 +14,8 @@ pub const DEFAULT_MAPPING: &str = r#"{"vid":"vid","name":["name"],"gender":"gend
 pub const DEFAULT_G2P_DOMAIN: &str = r#"[["is_registrant","=",true],["reg_ids.id_type","=like","MOSIP VID"],"!",["reg_ids.id_type","=like","MOSIP UIN TOKEN"]]"#;
 pub const DEFAULT_G2P_FIELDS: &str =
     r#"["id","given_name","family_name","birthdate","gender","address","email","phone"]"#;
+/// Registrants whose VID the clean-up looks at: those holding a VID and a token.
+pub const DEFAULT_VID_DELETE_DOMAIN: &str = r#"[["is_registrant","=",true],["reg_ids.id_type","=like","MOSIP VID"],["reg_ids.id_type","=like","MOSIP UIN TOKEN"]]"#;
 
 /// MTS mapping keys whose value is a list of jq paths; the others take one path.
 const MAPPING_LIST_KEYS: &[&str] = &["name", "fullAddress"];
@@ -62,6 +64,9 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("callback_timeout", "Callback Timeout", T::Integer).default_int(10),
     FieldDef::new("callback_authtype", "Callback Auth Type", T::Selection(AUTH_TYPES)).default_str("odoo"),
     FieldDef::new("callback_mode", "Callback Mode", T::Selection(CALLBACK_MODES)).default_str("direct"),
+    FieldDef::new("callback_in_bulk", "Callbacks in Bulk", T::Boolean)
+        .default_bool(false)
+        .help("MTS sends all records of a request in one call (callInBulk) instead of one call per record."),
     FieldDef::new("callback_extra_headers", "Callback Extra Headers", T::Text)
         .help("JSON object of header name -> value, added to every callback."),
     FieldDef::new("callback_auth_url", "Callback Auth URL", T::Char),
@@ -79,6 +84,13 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("odoo_password", "Registry Odoo Password or API Key", T::Char).secret(),
     FieldDef::new("vid_id_type", "VID ID Type", T::Char).default_str("MOSIP VID"),
     FieldDef::new("uin_token_id_type", "UIN Token ID Type", T::Char).default_str("MOSIP UIN TOKEN"),
+    FieldDef::new("delete_vid_after_token", "Delete MOSIP VID Ids", T::Boolean).default_bool(false).help(
+        "Registry input: delete a registrant's VID id once it holds a non-empty UIN token id (the g2p_mts clean-up job).",
+    ),
+    FieldDef::new("vid_delete_interval_minutes", "VID Clean-up Interval (minutes)", T::Integer).default_int(5),
+    FieldDef::new("vid_delete_search_domain", "VID Clean-up Domain", T::Text)
+        .default_str(DEFAULT_VID_DELETE_DOMAIN)
+        .help("Odoo domain on res.partner: the registrants the VID clean-up looks at."),
     FieldDef::new("create_date", "Created on", T::Datetime).readonly(),
     FieldDef::new("write_date", "Last Updated on", T::Datetime).readonly(),
     FieldDef::new("last_run_id", "Last Run", T::Many2one("mts.connector.run")).readonly(),
@@ -102,6 +114,7 @@ const BOUNDS: &[(&str, i64, i64)] = &[
     ("max_records_per_request", 1, 100_000),
     ("callback_timeout", 1, 600),
     ("interval_minutes", 0, 525_600),
+    ("vid_delete_interval_minutes", 1, 525_600),
 ];
 
 const URL_FIELDS: &[&str] =
@@ -120,11 +133,12 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
         crate::jq::Program::compile(src)
             .map_err(|e| invalid("output_format", format!("not a valid jq program: {e}")))?;
     }
-    if let Some(text) = rec.str("g2p_search_domain") {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| invalid("g2p_search_domain", format!("not valid JSON: {e}")))?;
-        domain::Domain::parse(&value)
-            .map_err(|e| invalid("g2p_search_domain", format!("not a valid Odoo domain: {e}")))?;
+    for field in ["g2p_search_domain", "vid_delete_search_domain"] {
+        if let Some(text) = rec.str(field) {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| invalid(field, format!("not valid JSON: {e}")))?;
+            domain::Domain::parse(&value).map_err(|e| invalid(field, format!("not a valid Odoo domain: {e}")))?;
+        }
     }
     if let Some(text) = rec.str("g2p_selected_fields") {
         match serde_json::from_str::<Value>(text) {
@@ -327,14 +341,9 @@ pub fn transition(rec: &Record, action: Action) -> Result<&'static str, ModelErr
     }
 }
 
-/// Whether this version of the engine can run the connector.
-pub fn check_runnable(rec: &Record) -> Result<(), ModelError> {
-    if rec.str("input_type") == Some("custom") {
-        return Err(ModelError::User(format!(
-            "Connector {:?} reads the OpenG2P Registry, which this version of the service cannot run yet.",
-            rec.str("name").unwrap_or("?")
-        )));
-    }
+/// Whether this version of the engine can run the connector: every input type runs
+/// (ODK windows and OpenG2P Registry walks).
+pub fn check_runnable(_rec: &Record) -> Result<(), ModelError> {
     Ok(())
 }
 

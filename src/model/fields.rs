@@ -100,6 +100,10 @@ impl FieldDef {
         self.default = Default::Int(i);
         self
     }
+    pub const fn default_bool(mut self, b: bool) -> Self {
+        self.default = Default::Bool(b);
+        self
+    }
     pub const fn help(mut self, help: &'static str) -> Self {
         self.help = help;
         self

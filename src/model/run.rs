@@ -5,8 +5,13 @@ use super::fields::{FieldDef, FieldType as T, ModelDef};
 
 pub const MODEL: &str = "mts.connector.run";
 
-pub const TRIGGERS: &[(&str, &str)] =
-    &[("schedule", "Schedule"), ("onetime", "One-time job"), ("manual", "Manual import"), ("retry", "Retry")];
+pub const TRIGGERS: &[(&str, &str)] = &[
+    ("schedule", "Schedule"),
+    ("onetime", "One-time job"),
+    ("manual", "Manual import"),
+    ("retry", "Retry"),
+    ("vid_cleanup", "VID clean-up"),
+];
 
 pub const STATES: &[(&str, &str)] = &[
     ("queued", "Queued"),
@@ -37,6 +42,14 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("records_expected", "Records Expected", T::Integer).readonly(),
     FieldDef::new("records_sent", "Records Sent", T::Integer).readonly(),
     FieldDef::new("pages_done", "Pages Done", T::Integer).readonly(),
+    FieldDef::new("records_skipped", "Records Skipped (in flight)", T::Integer).readonly(),
+    FieldDef::new("last_id", "Last Registrant ID", T::Integer)
+        .readonly()
+        .help("Registry walks and VID clean-ups: the registrant id the next page starts after."),
+    FieldDef::new("registrant_ids", "Registrant IDs", T::Text)
+        .readonly()
+        .help("Registry pages: the res.partner ids the request carries (ids only, no personal data)."),
+    FieldDef::new("vids_deleted", "VIDs Deleted", T::Integer).readonly(),
     FieldDef::new("records_received", "Records Received", T::Integer).readonly(),
     FieldDef::new("records_delivered", "Records Delivered", T::Integer).readonly(),
     FieldDef::new("records_failed", "Records Failed", T::Integer).readonly(),

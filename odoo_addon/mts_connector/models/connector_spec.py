@@ -21,6 +21,10 @@ DEFAULT_G2P_DOMAIN = (
     '[["is_registrant","=",true],["reg_ids.id_type","=like","MOSIP VID"],'
     '"!",["reg_ids.id_type","=like","MOSIP UIN TOKEN"]]'
 )
+DEFAULT_VID_DELETE_DOMAIN = (
+    '[["is_registrant","=",true],["reg_ids.id_type","=like","MOSIP VID"],'
+    '["reg_ids.id_type","=like","MOSIP UIN TOKEN"]]'
+)
 DEFAULT_G2P_FIELDS = '["id","given_name","family_name","birthdate","gender","address","email","phone"]'
 
 JOB_STATUS = [
@@ -94,6 +98,7 @@ SERVICE_FIELDS = (
     "callback_timeout",
     "callback_authtype",
     "callback_mode",
+    "callback_in_bulk",
     "callback_extra_headers",
     "callback_auth_url",
     "callback_auth_database",
@@ -110,6 +115,9 @@ SERVICE_FIELDS = (
     "odoo_password",
     "vid_id_type",
     "uin_token_id_type",
+    "delete_vid_after_token",
+    "vid_delete_interval_minutes",
+    "vid_delete_search_domain",
 )
 
 #: Fields computed from the service by ``_compute_service_state``.

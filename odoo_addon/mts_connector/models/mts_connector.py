@@ -21,6 +21,7 @@ from .connector_spec import (
     CALLBACK_MODES,
     DEFAULT_G2P_DOMAIN,
     DEFAULT_G2P_FIELDS,
+    DEFAULT_VID_DELETE_DOMAIN,
     DEFAULT_MAPPING,
     DEFAULT_MTS_URL,
     DELIVERY_TYPES,
@@ -125,6 +126,11 @@ class MtsConnector(models.Model):
     callback_timeout = fields.Integer(default=10)
     callback_authtype = fields.Selection(AUTH_TYPES, string="Callback Auth Type", default="odoo")
     callback_mode = fields.Selection(CALLBACK_MODES, default="direct")
+    callback_in_bulk = fields.Boolean(
+        string="Callbacks in Bulk",
+        default=False,
+        help="MTS sends all records of a request in one call (callInBulk) instead of one call per record.",
+    )
     callback_extra_headers = fields.Text(help="JSON object of header name -> value, added to every callback.")
     callback_auth_url = fields.Char(string="Callback Auth URL")
     callback_auth_database = fields.Char()
@@ -152,6 +158,18 @@ class MtsConnector(models.Model):
         string="UIN Token ID Type",
         default=lambda self: self.env["mts.connector.service"]._setting("uin_token_id_type"),
         help="Set for every connector in Settings > MTS Connector.",
+    )
+    delete_vid_after_token = fields.Boolean(
+        string="Delete MOSIP VID Ids",
+        default=False,
+        help="Registry input: delete a registrant's VID id once it holds a non-empty UIN token id "
+        "(the g2p_mts clean-up job).",
+    )
+    vid_delete_interval_minutes = fields.Integer(string="VID Clean-up Interval (minutes)", default=5)
+    vid_delete_search_domain = fields.Text(
+        string="VID Clean-up Domain",
+        default=DEFAULT_VID_DELETE_DOMAIN,
+        help="Odoo domain on res.partner: the registrants the VID clean-up looks at.",
     )
     next_run_at = fields.Datetime(string="Next Run", compute="_compute_service_state")
 
