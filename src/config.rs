@@ -41,6 +41,61 @@ pub enum Command {
     /// Show the whole flow against in-process fake ODK, MTS and Odoo: a connector, a
     /// manual import, the runs and the tokens delivered.
     Demo,
+    /// List the connectors of a running service: status, schedule, last run, next run.
+    Connectors(ClientArgs),
+    /// Queue a manual import of a past time range for one connector of a running service.
+    Import(ImportArgs),
+    /// List the runs of one connector of a running service, newest first.
+    Runs(RunsArgs),
+}
+
+/// Where the running service is and how to authenticate to it (the operator commands).
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// URL of the running service
+    #[arg(long, env = "MTSC_URL", default_value = "http://127.0.0.1:8070")]
+    pub url: String,
+    /// The service's "database" name (its --db-name)
+    #[arg(long, env = "MTSC_DB_NAME", default_value = DEFAULT_DB_NAME)]
+    pub db_name: String,
+    /// The service's login (its --api-login)
+    #[arg(long, env = "MTSC_API_LOGIN", default_value = DEFAULT_API_LOGIN)]
+    pub api_login: String,
+    /// The service's API key (its --api-key, or the content of <data-dir>/api-key)
+    #[arg(long, env = "MTSC_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The connector: its id or its exact name
+    pub connector: String,
+    /// Start of the range (included): "YYYY-MM-DD HH:MM:SS" in UTC, or ISO-8601
+    #[arg(long, value_parser = crate::cli::parse_time)]
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// End of the range (excluded), not in the future
+    #[arg(long, value_parser = crate::cli::parse_time)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// Show the progress of windows and records until every window has ended; exit 3
+    /// if any did not end done or empty
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The connector: its id or its exact name
+    pub connector: String,
+    /// Only the failed runs
+    #[arg(long)]
+    pub failed: bool,
+    /// How many runs to show
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -98,6 +153,27 @@ pub struct ServeArgs {
     /// Runs kept per connector; failed runs are always kept [default: 1000]
     #[arg(long, env = "MTSC_RUN_RETENTION")]
     pub run_retention: Option<usize>,
+    /// The URL MTS reaches this service at, for relay-mode callbacks [default: http://<listen address>]
+    #[arg(long, env = "MTSC_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// First retry delay of a relayed callback, doubled each attempt [default: 5]
+    #[arg(long, env = "MTSC_RELAY_RETRY_BASE_SECONDS")]
+    pub relay_retry_base_seconds: Option<f64>,
+    /// Longest retry delay of a relayed callback [default: 600]
+    #[arg(long, env = "MTSC_RELAY_RETRY_CAP_SECONDS")]
+    pub relay_retry_cap_seconds: Option<f64>,
+    /// How long a relayed callback is retried before it is failed [default: 86400]
+    #[arg(long, env = "MTSC_RELAY_GIVE_UP_SECONDS")]
+    pub relay_give_up_seconds: Option<f64>,
+    /// Relayed callbacks in flight to one target [default: 4]
+    #[arg(long, env = "MTSC_RELAY_PER_TARGET")]
+    pub relay_per_target: Option<usize>,
+    /// After MTS ends a relay-mode request, how long to wait for missing records before resubmitting the window [default: 60]
+    #[arg(long, env = "MTSC_RELAY_GRACE_SECONDS")]
+    pub relay_grace_seconds: Option<f64>,
+    /// Days the data of failed relayed callbacks is kept for replay [default: 30]
+    #[arg(long, env = "MTSC_RELAY_FAILED_RETENTION_DAYS")]
+    pub relay_failed_retention_days: Option<f64>,
     /// Testing aid: how many seconds one minute of interval_minutes lasts [default: 60]
     #[arg(long, env = "MTSC_MINUTE_SECONDS", hide = true)]
     pub minute_seconds: Option<f64>,
@@ -122,6 +198,13 @@ struct FileConfig {
     mts_lost_after_seconds: Option<f64>,
     run_retention: Option<usize>,
     minute_seconds: Option<f64>,
+    public_url: Option<String>,
+    relay_retry_base_seconds: Option<f64>,
+    relay_retry_cap_seconds: Option<f64>,
+    relay_give_up_seconds: Option<f64>,
+    relay_per_target: Option<usize>,
+    relay_grace_seconds: Option<f64>,
+    relay_failed_retention_days: Option<f64>,
 }
 
 /// The resolved configuration of `serve`.
@@ -216,6 +299,46 @@ impl ServeArgs {
                     )?,
                     retention: at_least_one("run-retention", self.run_retention.or(file.run_retention), d.retention)?,
                     minute: seconds("minute-seconds", self.minute_seconds.or(file.minute_seconds), d.minute)?,
+                    // Filled from the bound address when not given (see server::serve_on).
+                    public_url: self.public_url.or(file.public_url).unwrap_or_default(),
+                    relay: {
+                        let r = crate::relay::RelayConfig::default();
+                        crate::relay::RelayConfig {
+                            retry_base: seconds(
+                                "relay-retry-base-seconds",
+                                self.relay_retry_base_seconds.or(file.relay_retry_base_seconds),
+                                r.retry_base,
+                            )?,
+                            retry_cap: seconds(
+                                "relay-retry-cap-seconds",
+                                self.relay_retry_cap_seconds.or(file.relay_retry_cap_seconds),
+                                r.retry_cap,
+                            )?,
+                            give_up_after: seconds(
+                                "relay-give-up-seconds",
+                                self.relay_give_up_seconds.or(file.relay_give_up_seconds),
+                                r.give_up_after,
+                            )?,
+                            per_target: at_least_one(
+                                "relay-per-target",
+                                self.relay_per_target.or(file.relay_per_target),
+                                r.per_target,
+                            )?,
+                            grace: seconds(
+                                "relay-grace-seconds",
+                                self.relay_grace_seconds.or(file.relay_grace_seconds),
+                                r.grace,
+                            )?,
+                            failed_retention: seconds(
+                                "relay-failed-retention-days",
+                                self.relay_failed_retention_days
+                                    .or(file.relay_failed_retention_days)
+                                    .map(|d| d * 86_400.0),
+                                r.failed_retention,
+                            )?,
+                            ..r
+                        }
+                    },
                     ..d
                 }
             },

@@ -36,6 +36,10 @@ async fn main() -> std::process::ExitCode {
             init_tracing(LogFormat::Text, "warn");
             mts_connector::demo::run().await
         }
+        // The operator commands print their own messages and choose their exit code.
+        operator @ (Command::Connectors(_) | Command::Import(_) | Command::Runs(_)) => {
+            return mts_connector::cli::run(operator).await;
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

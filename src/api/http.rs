@@ -1,9 +1,11 @@
 //! HTTP routing: JSON-RPC paths go to the jsonrpsee service (one method, `call`, as
 //! Odoo's envelope has it), with the path and session cookie passed along as a request
-//! extension; plain routes (`/health`, `/web/session/logout`) are answered here.
+//! extension; plain routes (`/health`, `/ready`, `/metrics`, `/web/session/logout`) are
+//! answered here. Every request and every call is counted in [`crate::metrics`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -14,7 +16,8 @@ use serde_json::{Value, json};
 use tower::Service;
 
 use super::error::OdooError;
-use super::{App, methods, version};
+use super::{App, health, methods, version};
+use crate::metrics::METRICS;
 
 /// Largest request body accepted (larger: HTTP 413 with a JSON-RPC error).
 pub const MAX_BODY: u32 = 1 << 20;
@@ -62,11 +65,18 @@ pub fn rpc_module(app: Arc<App>) -> RpcModule<App> {
     // Registering a fixed, unique name on a fresh module cannot fail.
     let _ = module.register_async_method("call", |params: Params<'static>, app, ext| async move {
         let ctx = ext.get::<RequestCtx>().cloned();
+        let started = Instant::now();
         let params: Value = params.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
-        let result = match ctx {
-            Some(ctx) => rpc(&app, &ctx, &params).await,
-            None => Err(OdooError::NotFound("no route".into())),
+        let (result, path) = match ctx {
+            Some(ctx) => (rpc(&app, &ctx, &params).await, ctx.path),
+            None => (Err(OdooError::NotFound("no route".into())), String::new()),
         };
+        // The outcome is the Odoo exception's class name: a fixed vocabulary.
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.exception_name().rsplit('.').next().unwrap_or("error"),
+        };
+        METRICS.rpc_call(&crate::metrics::rpc_method_label(&path, &params), outcome, started.elapsed());
         result.map_err(|e| {
             tracing::debug!(error = %e, "call refused");
             ErrorObjectOwned::from(e)
@@ -147,8 +157,24 @@ async fn relay(app: &App, run: &str, req: Request<Incoming>) -> Response<HttpBod
     }
 }
 
-/// Handles one HTTP request.
+/// Handles one HTTP request, counted by route and status.
 pub async fn handle(
+    app: Arc<App>,
+    builder: TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity>,
+    methods: jsonrpsee::Methods,
+    stop: StopHandle,
+    req: Request<Incoming>,
+) -> Result<Response<HttpBody>, Infallible> {
+    let started = Instant::now();
+    let route = crate::metrics::route_label(req.uri().path());
+    let resp = route_request(app, builder, methods, stop, req).await;
+    if let Ok(r) = &resp {
+        METRICS.http_request(route, r.status().as_u16(), started.elapsed());
+    }
+    resp
+}
+
+async fn route_request(
     app: Arc<App>,
     builder: TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity>,
     methods: jsonrpsee::Methods,
@@ -156,8 +182,25 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<HttpBody>, Infallible> {
     let path = req.uri().path().to_string();
-    if req.method() == Method::GET && path == "/health" {
-        return Ok(json_response(StatusCode::OK, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
+    if req.method() == Method::GET {
+        let status = |ok: bool| if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        match path.as_str() {
+            "/health" => {
+                let (ok, body) = health::health(&app);
+                return Ok(json_response(status(ok), body));
+            }
+            "/ready" => {
+                let (ok, body) = health::ready(&app).await;
+                return Ok(json_response(status(ok), body));
+            }
+            "/metrics" => {
+                let mut resp = Response::new(HttpBody::from(health::metrics(&app)));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                return Ok(resp);
+            }
+            _ => {}
+        }
     }
     if path == "/web/session/logout" {
         if let Some(id) = session_cookie(&req) {

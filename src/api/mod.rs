@@ -1,14 +1,17 @@
 //! The Odoo JSON-RPC dialect over HTTP: `/jsonrpc` (external API), the web-session
-//! endpoints, and plain routes (`/health`) beside them on the same port.
+//! endpoints, and plain routes (`/health`, `/ready`, `/metrics`) beside them on the
+//! same port.
 //!
 //! - [`error`]: Odoo-shaped errors, converted to the wire in one place.
 //! - [`args`]: positional and keyword arguments.
 //! - [`orm`]: the generic model methods over any model definition.
 //! - [`methods`]: service and model dispatch (`common`, `object`, `call_kw`).
 //! - [`http`]: routing, sessions cookies, the jsonrpsee service.
+//! - [`health`]: liveness, readiness and Prometheus metrics.
 
 pub mod args;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod methods;
 pub mod orm;

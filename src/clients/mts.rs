@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::excerpt;
+use crate::metrics::{METRICS, Upstream, reqwest_error_class, status_class};
 
 /// What MTS made of a submitted request.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,9 +57,12 @@ impl MtsClient {
     /// POSTs `body` to `url` with `timeout` and classifies the answer.
     #[tracing::instrument(skip_all, fields(url = %url))]
     pub async fn submit(&self, url: &str, body: &Value, timeout: Duration) -> SubmitOutcome {
+        let started = std::time::Instant::now();
+        let done = |outcome: &str| METRICS.upstream(Upstream::Mts, "submit", outcome, started.elapsed());
         let resp = match self.http.post(url).json(body).timeout(timeout).send().await {
             Ok(r) => r,
             Err(e) => {
+                done(reqwest_error_class(&e));
                 // A timeout means the body was (probably) sent: MTS may have taken it.
                 let ambiguous = e.is_timeout();
                 let message = if ambiguous {
@@ -76,6 +80,7 @@ impl MtsClient {
         let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
+                done("body");
                 return SubmitOutcome::Transient {
                     message: format!("MTS answer could not be read: {}", error_chain(&e)),
                     ambiguous: true,
@@ -85,7 +90,7 @@ impl MtsClient {
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let request_id = body.pointer("/response/request_identifier").and_then(Value::as_str).map(str::to_string);
         let (code, message) = first_error(&body);
-        match (status, request_id) {
+        let outcome = match (status, request_id) {
             (200..=299, Some(id)) if code == "ATS-REQ-101" => SubmitOutcome::AllInvalid { request_id: id, message },
             (200..=299, Some(id)) => SubmitOutcome::Accepted { request_id: id },
             (_, _) if code == "ATS-REQ-23" => SubmitOutcome::Empty,
@@ -105,32 +110,55 @@ impl MtsClient {
                 ),
                 ambiguous: false,
             },
-        }
+        };
+        done(match &outcome {
+            SubmitOutcome::Accepted { .. } | SubmitOutcome::AllInvalid { .. } => "ok",
+            SubmitOutcome::Empty => "empty",
+            _ if (200..=299).contains(&status) => "malformed",
+            _ => status_class(status),
+        });
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %request_id))]
     pub async fn status(&self, mts_url: &str, request_id: &str, timeout: Duration) -> StatusOutcome {
         let url = format!("{}/authtoken/status/{request_id}", mts_url.trim_end_matches('/'));
+        let started = std::time::Instant::now();
+        let done = |outcome: &str| METRICS.upstream(Upstream::Mts, "status", outcome, started.elapsed());
         let resp = match self.http.get(&url).timeout(timeout).send().await {
             Ok(r) => r,
-            Err(e) => return StatusOutcome::Transient(format!("cannot reach MTS: {}", error_chain(&e))),
+            Err(e) => {
+                done(reqwest_error_class(&e));
+                return StatusOutcome::Transient(format!("cannot reach MTS: {}", error_chain(&e)));
+            }
         };
         let code = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        match code {
+        let outcome = match code {
             404 => StatusOutcome::Unknown,
             200..=299 => match body.pointer("/response/status").and_then(Value::as_str) {
                 Some(s) => StatusOutcome::Status(s.to_string()),
                 None => StatusOutcome::Transient("MTS status answer has no response.status".into()),
             },
             _ => StatusOutcome::Transient(format!("MTS status answered HTTP {code}")),
-        }
+        };
+        done(match &outcome {
+            StatusOutcome::Status(_) => "ok",
+            StatusOutcome::Unknown => "not_found",
+            _ if (200..=299).contains(&code) => "malformed",
+            _ => status_class(code),
+        });
+        outcome
     }
 
     /// `GET /ping`: a short report line.
     pub async fn ping(&self, mts_url: &str, timeout: Duration) -> Result<String, String> {
         let url = format!("{}/ping", mts_url.trim_end_matches('/'));
-        match self.http.get(&url).timeout(timeout).send().await {
+        let started = std::time::Instant::now();
+        let answer = self.http.get(&url).timeout(timeout).send().await;
+        let outcome = answer.as_ref().map_or_else(reqwest_error_class, |r| status_class(r.status().as_u16()));
+        METRICS.upstream(Upstream::Mts, "ping", outcome, started.elapsed());
+        match answer {
             Ok(r) if r.status().is_success() => Ok(format!("MTS at {mts_url} is reachable")),
             Ok(r) => Err(format!("MTS at {mts_url} answered HTTP {} to /ping", r.status().as_u16())),
             Err(e) => Err(format!("MTS at {mts_url} is unreachable: {}", error_chain(&e))),

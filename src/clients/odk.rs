@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::mts::error_chain;
+use crate::metrics::{METRICS, Upstream, status_class};
 use crate::mts::mts_time;
 use crate::secret::Secret;
 
@@ -45,6 +46,19 @@ impl OdkClient {
         password: &Secret,
         timeout: Duration,
     ) -> Result<String, OdkError> {
+        let started = std::time::Instant::now();
+        let result = self.session_call(base, email, password, timeout).await;
+        METRICS.upstream(Upstream::Odk, "session", outcome(&result), started.elapsed());
+        result
+    }
+
+    async fn session_call(
+        &self,
+        base: &str,
+        email: &str,
+        password: &Secret,
+        timeout: Duration,
+    ) -> Result<String, OdkError> {
         let base = base.trim_end_matches('/');
         let url = format!("{base}/v1/sessions");
         let resp = self
@@ -76,6 +90,20 @@ impl OdkClient {
         end: DateTime<Utc>,
         timeout: Duration,
     ) -> Result<u64, OdkError> {
+        let started = std::time::Instant::now();
+        let result = self.count_call(odata_url, token, start, end, timeout).await;
+        METRICS.upstream(Upstream::Odk, "count", outcome(&result), started.elapsed());
+        result
+    }
+
+    async fn count_call(
+        &self,
+        odata_url: &str,
+        token: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Result<u64, OdkError> {
         let filter = window_filter(start, end).replace(' ', "%20");
         let sep = if odata_url.contains('?') { '&' } else { '?' };
         let url = format!("{odata_url}{sep}$filter={filter}&$top=0&$count=true");
@@ -97,5 +125,19 @@ impl OdkClient {
         body.get("@odata.count")
             .and_then(Value::as_u64)
             .ok_or_else(|| OdkError::Malformed("the OData feed".into(), "no @odata.count".into()))
+    }
+}
+
+/// The metrics outcome of an ODK call: `ok` or its error class.
+fn outcome<T>(result: &Result<T, OdkError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        // `error_chain` starts with what kind of failure it was.
+        Err(OdkError::Unreachable(_, why)) if why.starts_with("timed out") => "timeout",
+        Err(OdkError::Unreachable(_, why)) if why.starts_with("connection") => "connect",
+        Err(OdkError::Unreachable(..)) => "request",
+        Err(OdkError::BadCredentials(..)) => "auth",
+        Err(OdkError::Status(status, _)) => status_class(*status),
+        Err(OdkError::Malformed(..)) => "malformed",
     }
 }

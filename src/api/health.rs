@@ -1,0 +1,143 @@
+//! The operations routes: `GET /health` (liveness), `GET /ready` (readiness) and
+//! `GET /metrics` (Prometheus). None needs credentials and none shows a record's data:
+//! only counts, states and the version.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::App;
+use crate::metrics::{Gauge, METRICS};
+use crate::model::{connector, delivery, run};
+
+/// How long the readiness probe waits for a durable write.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Liveness: the process answers and its store is open. `(healthy, body)`.
+pub fn health(app: &App) -> (bool, Value) {
+    let store_open = app.store.path().exists();
+    let uptime = METRICS.uptime().num_seconds().max(0);
+    (
+        store_open,
+        json!({
+            "status": if store_open { "ok" } else { "failing" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "store": if store_open { "open" } else { "data dir missing" },
+            "uptime_seconds": uptime,
+        }),
+    )
+}
+
+/// Readiness: the store takes a durable write and the scheduler loop is alive.
+/// `(ready, body)`.
+pub async fn ready(app: &App) -> (bool, Value) {
+    let store = match store_writable(app).await {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let scheduler = match METRICS.scheduler.alive(Utc::now()) {
+        Ok(detail) => json!({"ok": true, "detail": detail}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let ok = store["ok"] == true && scheduler["ok"] == true;
+    (ok, json!({"status": if ok { "ready" } else { "not ready" }, "checks": {"store": store, "scheduler": scheduler}}))
+}
+
+/// Writes a probe counter to the store's metadata and flushes it to disk.
+async fn store_writable(app: &App) -> Result<(), String> {
+    // `next_id` is a durable read-modify-write on the metadata tree; a dedicated key
+    // keeps the probe away from every model's ids.
+    app.store.next_id(".ready-probe").map_err(|e| e.to_string())?;
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, app.store.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("the store did not flush within {} s", STORE_PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+/// The Prometheus text: the counted metrics plus what the store and engine hold now.
+pub fn metrics(app: &App) -> String {
+    METRICS.render(&gauges(app))
+}
+
+fn count_by<'a>(
+    records: impl Iterator<Item = &'a crate::model::fields::Record>,
+    field: &str,
+    states: &[(&str, &str)],
+) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = states.iter().map(|(s, _)| (s.to_string(), 0)).collect();
+    for r in records {
+        // Only known selection values become labels.
+        if let Some(n) = r.str(field).and_then(|s| out.get_mut(s)) {
+            *n += 1;
+        }
+    }
+    out
+}
+
+fn gauges(app: &App) -> Vec<Gauge> {
+    let mut out = Vec::new();
+    let connectors = app.store.list(connector::MODEL);
+    let by_status = count_by(connectors.iter().map(|c| c.as_ref()), "job_status", connector::JOB_STATUS);
+    for (status, n) in by_status {
+        out.push(Gauge::new("mtsc_connectors", "Connectors by job status", n as f64).label("job_status", status));
+    }
+
+    let runs = app.store.list(run::MODEL);
+    let by_state = count_by(runs.iter().map(|r| r.as_ref()), "state", run::STATES);
+    for (state, n) in &by_state {
+        out.push(Gauge::new("mtsc_runs", "Runs the store keeps, by state", *n as f64).label("state", state));
+    }
+    for stage in ["expected", "received", "delivered", "failed"] {
+        let field = format!("records_{stage}");
+        let sum: i64 = runs.iter().filter_map(|r| r.int(&field)).map(|n| n.max(0)).sum();
+        out.push(
+            Gauge::new(
+                "mtsc_records",
+                "Records over the runs the store keeps: expected (pre-counted in ODK), received, delivered and failed (relay mode)",
+                sum as f64,
+            )
+            .label("stage", stage),
+        );
+    }
+
+    let deliveries = app.store.list(delivery::MODEL);
+    let by_delivery = count_by(deliveries.iter().map(|d| d.as_ref()), "state", delivery::STATES);
+
+    let (open, active) = {
+        let index = app.engine.index();
+        (index.open.values().map(|s| s.len()).sum::<usize>(), index.active.len())
+    };
+    let queue = |name: &str, n: u64| {
+        Gauge::new("mtsc_queue_depth", "Work waiting or in progress, by queue", n as f64).label("queue", name)
+    };
+    let state = |s: &str| by_state.get(s).copied().unwrap_or(0);
+    out.push(queue("runs_queued", state("queued")));
+    out.push(queue("runs_retrying", state("retrying")));
+    out.push(queue("runs_submitting", state("submitting")));
+    out.push(queue("runs_tracking", state("submitted")));
+    out.push(queue("runs_open", open as u64));
+    out.push(queue("run_tasks", active as u64));
+    out.push(queue("deliveries_pending", by_delivery.get("pending").copied().unwrap_or(0)));
+    for (state, n) in by_delivery {
+        out.push(Gauge::new("mtsc_deliveries", "Relayed callback records, by state", n as f64).label("state", state));
+    }
+
+    let now = Utc::now();
+    let alive = METRICS.scheduler.alive(now).is_ok();
+    out.push(Gauge::new(
+        "mtsc_scheduler_alive",
+        "1 when the scheduler loop is alive (as /ready checks)",
+        f64::from(alive),
+    ));
+    if let Some(until) = METRICS.scheduler.sleeping_until() {
+        out.push(Gauge::new(
+            "mtsc_scheduler_sleeping_until_seconds",
+            "When the sleeping scheduler wakes next at the latest, since the Unix epoch",
+            until.timestamp_millis() as f64 / 1000.0,
+        ));
+    }
+    out
+}
