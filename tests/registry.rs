@@ -7,6 +7,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use common::world::{terminal, until};
 use common::{Options, Service};
 use mts_connector::fakes::{FakeMts, FakeRegistry, TOKEN_TYPE};
 use serde_json::{Value, json};
@@ -114,26 +115,6 @@ impl World {
 
     fn matching(&self) -> BTreeSet<u64> {
         self.reg.matching(&serde_json::from_str(DEFAULT_DOMAIN).expect("domain")).into_iter().collect()
-    }
-}
-
-fn terminal(run: &Value) -> bool {
-    matches!(run["state"].as_str(), Some("done" | "done_with_errors" | "empty" | "failed" | "cancelled"))
-}
-
-/// Polls `check` until it answers `Some`, or panics after `secs` with `what`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
