@@ -146,6 +146,13 @@ async fn every_matching_registrant_reaches_mts_once_and_a_second_walk_finds_noth
     let id = w.svc.create(&w.connector(json!({}))).await;
     w.svc.connector("action_start", json!([[id]])).await;
     let walk = walk_ended(&w, id, 1).await;
+    // The registry calls are counted by the metrics, by call and outcome.
+    let metrics = w.svc.get("/metrics").await.body;
+    for needle in
+        [r#"upstream="odoo",call="authenticate",outcome="ok""#, r#"upstream="odoo",call="execute_kw",outcome="ok""#]
+    {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
     assert_eq!(walk["state"], "done", "{walk}");
     assert_eq!(int(&walk["records_expected"]), 7_000);
     assert_eq!(int(&walk["records_sent"]), 7_000);

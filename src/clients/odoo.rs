@@ -218,9 +218,32 @@ impl OdooClient {
         self.execute_kw(creds, model, "unlink", json!([ids]), json!({})).await.map(|_| ())
     }
 
+    /// One JSON-RPC call, counted in the metrics (`upstream="odoo"`).
+    async fn call(
+        &self,
+        creds: &Credentials<'_>,
+        service: &str,
+        method: &str,
+        args: Value,
+    ) -> Result<Result<Value, RpcError>, OdooError> {
+        let started = std::time::Instant::now();
+        let result = self.call_once(creds, service, method, args).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) if e.name.contains("AccessDenied") => "auth",
+            Ok(Err(_)) => "odoo_error",
+            Err(OdooError::Unreachable { .. }) => "connect",
+            Err(OdooError::Http { status, .. }) => crate::metrics::status_class(*status),
+            Err(_) => "malformed",
+        };
+        let call = if service == "common" { "authenticate" } else { "execute_kw" };
+        crate::metrics::METRICS.upstream(crate::metrics::Upstream::Odoo, call, outcome, started.elapsed());
+        result
+    }
+
     /// One JSON-RPC call: `Ok(Ok(result))`, `Ok(Err(odoo error))`, or `Err` when the
     /// call did not get a JSON-RPC answer at all.
-    async fn call(
+    async fn call_once(
         &self,
         creds: &Credentials<'_>,
         service: &str,
