@@ -30,9 +30,12 @@ impl Engine {
     pub async fn status_changed(&self, connectors: &[Record]) -> Result<(), StoreError> {
         for c in connectors {
             if c.str("job_status") == Some("completed") {
+                self.index().stopped.insert(c.id, chrono::Utc::now());
                 for id in self.open_runs(c.id) {
                     let queued = self.run(id).is_some_and(|r| matches!(state(&r), "queued" | "retrying"));
-                    if queued && !self.index().active.contains(&id) {
+                    // Also when its task is waiting for a slot: the task finds the run
+                    // ended at its next step and stops.
+                    if queued {
                         runner::cancel(self, id, "the connector was stopped").await?;
                     }
                 }

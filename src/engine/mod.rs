@@ -87,6 +87,9 @@ pub struct Index {
     pub watermark: HashMap<u64, DateTime<Utc>>,
     /// Runs that have a live task (submitting or tracking).
     pub active: HashSet<u64>,
+    /// When each connector was last stopped: a run created before that which fails
+    /// transiently is cancelled instead of retried (it was mid-call during the stop).
+    pub stopped: HashMap<u64, DateTime<Utc>>,
 }
 
 pub struct Engine {

@@ -137,6 +137,10 @@ async fn submit_phase(engine: &Engine, run: Record) -> Result<Next, StoreError> 
     {
         run = r;
     }
+    if runs::is_terminal(&run) {
+        // Cancelled (the connector was stopped) while it waited for its slot.
+        return Ok(Next::Stop);
+    }
     let outcome = engine.mts.submit(&url, &body, timeout).await;
     drop(body);
     let attempts = run.int("attempts").unwrap_or(0) + 1;
@@ -300,6 +304,15 @@ pub(super) async fn retry_later(
     code: &str,
     message: &str,
 ) -> Result<(), StoreError> {
+    if let Some(run) = engine.run(id) {
+        let created = run.int(runs::CREATED_MS);
+        let stopped = engine.index().stopped.get(&runs::connector_id(&run)).copied();
+        if let (Some(created), Some(stopped)) = (created, stopped)
+            && created <= stopped.timestamp_millis()
+        {
+            return cancel(engine, id, &format!("the connector was stopped; last attempt: {message}")).await;
+        }
+    }
     if attempts >= engine.config.max_attempts {
         let text = format!("gave up after {attempts} attempts: {message}");
         engine.update_run(id, |r| r.set("attempts", attempts)).await?;

@@ -106,8 +106,14 @@ fn new_run(id: u64, connector: u64, trigger: &str, start: DateTime<Utc>, end: Da
     run.set("attempts", 0);
     run.set("create_date", now);
     run.set("write_date", now);
+    // Milliseconds, kept beside the Odoo-shaped date (whole seconds) for the engine only:
+    // not a field, so never shown.
+    run.set(CREATED_MS, Utc::now().timestamp_millis());
     run
 }
+
+/// The hidden value holding a run's creation time in milliseconds.
+pub const CREATED_MS: &str = "_created_ms";
 
 impl Engine {
     /// Stores a new queued run and makes it durable.
@@ -188,6 +194,11 @@ impl Engine {
             let Some(old) = self.store.get(MODEL, id) else { return Ok(None) };
             let mut run = (*old).clone();
             change(&mut run);
+            if is_terminal(&old) && !is_terminal(&run) {
+                // An ended run stays ended (e.g. cancelled by a stop while its task was
+                // waiting): the caller sees the stored state and stops.
+                return Ok(Some((*old).clone()));
+            }
             if is_terminal(&run) && !is_terminal(&old) {
                 run.set("done_date", format_datetime(Utc::now()));
             }
