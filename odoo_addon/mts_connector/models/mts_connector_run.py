@@ -3,22 +3,14 @@
 
 from odoo import fields, models
 
+from .connector_spec import RUN_STATES as STATES
+
 TRIGGERS = [
     ("schedule", "Schedule"),
     ("onetime", "One-time job"),
     ("manual", "Manual import"),
     ("retry", "Retry"),
-]
-STATES = [
-    ("queued", "Queued"),
-    ("submitting", "Submitting"),
-    ("submitted", "Submitted (tracked)"),
-    ("done", "Done"),
-    ("done_with_errors", "Done with errors"),
-    ("empty", "Empty window"),
-    ("retrying", "Retrying"),
-    ("failed", "Failed"),
-    ("cancelled", "Cancelled"),
+    ("vid_cleanup", "VID clean-up"),
 ]
 
 
