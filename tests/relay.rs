@@ -93,7 +93,26 @@ async fn relayed_records_reach_the_target_once_with_their_token() {
         assert!(!text.contains("Person ") && !text.contains("Main Street"), "personal data in {text}");
     }
     // The Odoo session was logged in once for the whole run.
-    assert!(w.odoo.logins() <= 2, "{} logins", w.odoo.logins());
+    assert_eq!(w.odoo.logins(), 1, "one login for the whole run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_renewed_once_for_all_deliveries() {
+    let w = World::start(relay_options()).await;
+    let (first, id) = import(&w, 8, json!({})).await;
+    assert_exactly_once(&w, &first).await;
+    assert_eq!(w.odoo.logins(), 1);
+    // Odoo forgets the session; the next import's concurrent deliveries are all refused
+    // with it, and one fresh login serves every one of them.
+    w.odoo.expire_sessions();
+    until(20, "the first import ended", || async { w.runs(id).await.iter().all(terminal).then_some(()) }).await;
+    let t = now_s() - TimeDelta::hours(5);
+    let second = w.odk.add_generated_submissions(PROJECT, FORM, 16, t, t + TimeDelta::minutes(30));
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_exactly_once(&w, &all).await;
+    assert_eq!(w.odoo.logins(), 2, "one renewal for all the refused deliveries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! OAuth token (cached until it expires), a static bearer token, or nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -32,6 +32,9 @@ pub struct Sessions {
     cache: Mutex<HashMap<(u64, String), Cached>>,
     /// When each cached session was last used.
     used: Mutex<HashMap<u64, Instant>>,
+    /// One login at a time per connector: concurrent deliveries that find no
+    /// session wait for the first one's login instead of each logging in.
+    logging_in: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A session unused this long is logged out.
@@ -59,16 +62,32 @@ pub fn logout_url(auth_url: &str) -> String {
 
 impl Sessions {
     pub fn new(http: reqwest::Client) -> Sessions {
-        Sessions { http, cache: Mutex::new(HashMap::new()), used: Mutex::new(HashMap::new()) }
+        Sessions {
+            http,
+            cache: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
+            logging_in: Mutex::new(HashMap::new()),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, String), Cached>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets the connector's session or token (the target refused it).
-    pub fn invalidate(&self, c: &Record) {
-        self.cache().remove(&(c.id, fingerprint(c)));
+    /// Forgets the connector's session or token after the target refused `used` (the
+    /// header value sent). A session another delivery already renewed is kept, so
+    /// concurrent refusals of one expired session cause one new login, not one each.
+    pub fn invalidate(&self, c: &Record, used: &str) {
+        let mut cache = self.cache();
+        let key = (c.id, fingerprint(c));
+        if cache.get(&key).is_some_and(|cached| header_value(cached) == used) {
+            cache.remove(&key);
+        }
+    }
+
+    /// The cached credentials for `key`, when still usable.
+    fn cached(&self, key: &(u64, String)) -> Option<Cached> {
+        self.cache().get(key).filter(|c| !matches!(c, Cached::Bearer(_, until) if Instant::now() >= *until)).cloned()
     }
 
     /// The header carrying the connector's credentials, if its auth type has one.
@@ -79,23 +98,24 @@ impl Sessions {
             "staticBearer" => {
                 Ok(c.secret("callback_auth_token").map(|t| ("authorization", format!("Bearer {}", t.expose()))))
             }
-            "odoo" => {
-                if let Some(Cached::Cookie(cookie)) = self.cache().get(&key).cloned() {
-                    return Ok(Some(("cookie", format!("session_id={cookie}"))));
+            kind @ ("odoo" | "oauth") => {
+                if let Some(cached) = self.cached(&key) {
+                    return Ok(Some(header_of(&cached)));
                 }
-                let cookie = self.odoo_login(c, timeout).await?;
-                self.cache().insert(key, Cached::Cookie(cookie.clone()));
-                Ok(Some(("cookie", format!("session_id={cookie}"))))
-            }
-            "oauth" => {
-                if let Some(Cached::Bearer(token, until)) = self.cache().get(&key).cloned()
-                    && Instant::now() < until
-                {
-                    return Ok(Some(("authorization", format!("Bearer {token}"))));
+                let lock = self.logging_in.lock().unwrap_or_else(|p| p.into_inner()).entry(c.id).or_default().clone();
+                let _one_at_a_time = lock.lock().await;
+                // Another delivery may have logged in while this one waited.
+                if let Some(cached) = self.cached(&key) {
+                    return Ok(Some(header_of(&cached)));
                 }
-                let (token, until) = self.oauth_token(c, timeout).await?;
-                self.cache().insert(key, Cached::Bearer(token.clone(), until));
-                Ok(Some(("authorization", format!("Bearer {token}"))))
+                let cached = if kind == "odoo" {
+                    Cached::Cookie(self.odoo_login(c, timeout).await?)
+                } else {
+                    let (token, until) = self.oauth_token(c, timeout).await?;
+                    Cached::Bearer(token, until)
+                };
+                self.cache().insert(key, cached.clone());
+                Ok(Some(header_of(&cached)))
             }
             _ => Ok(None),
         }
@@ -193,6 +213,20 @@ impl Sessions {
                 tracing::debug!(connector_id = key.0, "logged out of the callback target (idle)");
             }
         }
+    }
+}
+
+fn header_of(cached: &Cached) -> (&'static str, String) {
+    match cached {
+        Cached::Cookie(_) => ("cookie", header_value(cached)),
+        Cached::Bearer(..) => ("authorization", header_value(cached)),
+    }
+}
+
+fn header_value(cached: &Cached) -> String {
+    match cached {
+        Cached::Cookie(cookie) => format!("session_id={cookie}"),
+        Cached::Bearer(token, _) => format!("Bearer {token}"),
     }
 }
 

@@ -133,12 +133,13 @@ async fn attempt(engine: &Engine, d: &Record) -> Outcome {
             Err(e @ AuthError::Refused(_)) => return Outcome::Retry { status: None, error: e.to_string() },
             Err(e) => return Outcome::Retry { status: None, error: e.to_string() },
         };
+        let used = auth.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
         let outcome = send(engine, &c, d, &body, auth, timeout).await;
         match outcome {
             Outcome::Retry { status: Some(401 | 403), .. } | Outcome::Failed { status: Some(401 | 403), .. }
                 if !fresh_login && matches!(c.str("callback_authtype"), Some("odoo" | "oauth")) =>
             {
-                engine.relay.sessions.invalidate(&c);
+                engine.relay.sessions.invalidate(&c, &used);
             }
             other => return other,
         }
