@@ -174,6 +174,9 @@ pub struct ServeArgs {
     /// Days the data of failed relayed callbacks is kept for replay [default: 30]
     #[arg(long, env = "MTSC_RELAY_FAILED_RETENTION_DAYS")]
     pub relay_failed_retention_days: Option<f64>,
+    /// Seconds an Odoo session at a callback target may stay unused before the relay logs it out [default: 30]
+    #[arg(long, env = "MTSC_RELAY_IDLE_LOGOUT_SECONDS")]
+    pub relay_idle_logout_seconds: Option<f64>,
     /// Testing aid: how many seconds one minute of interval_minutes lasts [default: 60]
     #[arg(long, env = "MTSC_MINUTE_SECONDS", hide = true)]
     pub minute_seconds: Option<f64>,
@@ -205,6 +208,7 @@ struct FileConfig {
     relay_per_target: Option<usize>,
     relay_grace_seconds: Option<f64>,
     relay_failed_retention_days: Option<f64>,
+    relay_idle_logout_seconds: Option<f64>,
 }
 
 /// The resolved configuration of `serve`.
@@ -335,6 +339,11 @@ impl ServeArgs {
                                     .or(file.relay_failed_retention_days)
                                     .map(|d| d * 86_400.0),
                                 r.failed_retention,
+                            )?,
+                            idle_logout: seconds(
+                                "relay-idle-logout-seconds",
+                                self.relay_idle_logout_seconds.or(file.relay_idle_logout_seconds),
+                                r.idle_logout,
                             )?,
                             ..r
                         }

@@ -227,6 +227,74 @@ async fn failed_deliveries_are_visible_and_replayable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_lose_their_data_after_the_retention() {
+    // 0.00003 days is 2.6 s.
+    let w = World::start(relay_options().arg("--relay-failed-retention-days").arg("0.00003")).await;
+    w.odoo.fail_next(2, 422);
+    let (_, id) = import(&w, 2, json!({})).await;
+    until(30, "two failed deliveries", || async {
+        (deliveries(&w, json!([["state", "=", "failed"]])).await.len() == 2).then_some(())
+    })
+    .await;
+    until(20, "the purge logged", || async {
+        w.svc.log().contains("purged the data of old failed deliveries").then_some(())
+    })
+    .await;
+    // The records' personal data is gone: the deliveries say so and cannot be replayed.
+    let failed = deliveries(&w, json!([["state", "=", "failed"]])).await;
+    assert_eq!(failed.len(), 2);
+    for d in &failed {
+        let error = d["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("injected failure") && error.contains("data purged"), "{d}");
+    }
+    assert_eq!(w.svc.connector("action_retry_failed", json!([[id]])).await, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(w.odoo.received().is_empty(), "nothing sent after the purge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_odoo_session_is_logged_out() {
+    let w = World::start(relay_options().arg("--relay-idle-logout-seconds").arg("1")).await;
+    let (ids, _) = import(&w, 6, json!({})).await;
+    assert_exactly_once(&w, &ids).await;
+    until(10, "the idle session logged out", || async {
+        (w.odoo.logouts() == 1 && w.odoo.active_sessions() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(w.odoo.logins(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_targets_get_one_token_until_it_expires() {
+    let w = World::start(relay_options()).await;
+    // The service renews a token 10 s before it expires: this one is used for 3 s.
+    w.odoo.enable_oauth("mts-connector", "client-SECRET3", Duration::from_secs(13));
+    let oauth = json!({
+        "callback_authtype": "oauth",
+        "callback_auth_url": w.odoo.token_url(),
+        "callback_auth_client_id": "mts-connector",
+        "callback_auth_client_secret": "client-SECRET3",
+    });
+    let (first, id) = import(&w, 8, oauth).await;
+    assert_exactly_once(&w, &first).await;
+    assert_eq!(w.odoo.tokens_issued(), 1, "one token for the whole run");
+    assert_eq!(w.odoo.logins(), 0, "no Odoo session");
+    assert!(w.odoo.received().iter().all(|cb| cb.header("authorization").is_some_and(|a| a.starts_with("Bearer "))));
+    // After it expires, the next deliveries fetch a new one.
+    until(20, "the first import ended", || async { w.runs(id).await.iter().all(terminal).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = now_s() - TimeDelta::hours(5);
+    let second = w.odk.add_generated_submissions(PROJECT, FORM, 8, t, t + TimeDelta::minutes(30));
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_exactly_once(&w, &all).await;
+    assert_eq!(w.odoo.tokens_issued(), 2, "a new token once the first expired");
+    let log = w.svc.log();
+    assert!(!log.contains("client-SECRET3") && !log.contains(ODOO_PW), "a secret in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jq_error_parks_the_record_and_sends_nothing() {
     let w = World::start(relay_options()).await;
     let (_, _) = import(&w, 2, json!({"output_format": "{\"n\": (.input.name | tonumber)}"})).await;

@@ -1,4 +1,5 @@
-//! Fake Odoo callback target: web-session login/logout as MTS drives it, and `/api/...` endpoints that record callbacks.
+//! Fake Odoo callback target: web-session login/logout as MTS drives it, an OAuth 2
+//! password-grant token endpoint, and `/api/...` endpoints that record callbacks.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -9,6 +10,9 @@ use http::{StatusCode, header};
 use serde_json::{Value, json};
 
 use super::http::{Recorded, Reply, Server, json, lock, random_token, reply, with_header};
+
+/// The OAuth 2 token endpoint (password grant, form-encoded, as in RFC 6749 4.3).
+pub const TOKEN_PATH: &str = "/oauth/token";
 
 /// The path MTS is usually told to call back.
 pub const CALLBACK_PATH: &str = "/api/v1/registry/callback";
@@ -45,6 +49,13 @@ struct OdooState {
     /// A static `Authorization` header value accepted instead of a session.
     api_authorization: Option<String>,
     sessions: HashSet<String>,
+    /// OAuth client `(id, secret)` whose password grants are accepted.
+    oauth_client: Option<(String, String)>,
+    /// Lifetime of issued access tokens.
+    token_ttl: Duration,
+    /// Issued access tokens and when each expires.
+    tokens: HashMap<String, std::time::Instant>,
+    tokens_issued: usize,
     received: Vec<ReceivedCallback>,
     logins: usize,
     logouts: usize,
@@ -63,6 +74,10 @@ impl FakeOdoo {
             password: password.to_string(),
             api_authorization: None,
             sessions: HashSet::new(),
+            oauth_client: None,
+            token_ttl: Duration::from_secs(3600),
+            tokens: HashMap::new(),
+            tokens_issued: 0,
             received: Vec::new(),
             logins: 0,
             logouts: 0,
@@ -98,6 +113,24 @@ impl FakeOdoo {
     /// Also accept callbacks whose `Authorization` header equals `value` (e.g. `Bearer abc`).
     pub fn set_api_authorization(&self, value: Option<&str>) {
         lock(&self.state).api_authorization = value.map(str::to_string);
+    }
+
+    /// `{url}/oauth/token`
+    pub fn token_url(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.url())
+    }
+
+    /// Accepts OAuth password grants from this client (with the Odoo user's login and
+    /// password), issuing bearer tokens that live `ttl` and are accepted on `/api/...`.
+    pub fn enable_oauth(&self, client_id: &str, client_secret: &str, ttl: Duration) {
+        let mut st = lock(&self.state);
+        st.oauth_client = Some((client_id.to_string(), client_secret.to_string()));
+        st.token_ttl = ttl;
+    }
+
+    /// Access tokens issued so far.
+    pub fn tokens_issued(&self) -> usize {
+        lock(&self.state).tokens_issued
     }
 
     /// The callbacks accepted so far (200 answers), in order.
@@ -189,6 +222,7 @@ async fn handle(state: &Mutex<OdooState>, req: Recorded) -> Reply {
         // Odoo routes JSON by content type, not by method: MTS authenticates with a GET.
         (_, "/web/session/authenticate") => authenticate(state, &req),
         ("GET" | "POST", "/web/session/logout") => logout(state, &req),
+        ("POST", TOKEN_PATH) => token(state, &req),
         ("GET", "/web/login") => {
             reply(StatusCode::OK, "text/html; charset=utf-8", "<html><body>Odoo login (fake)</body></html>")
         }
@@ -253,6 +287,35 @@ fn authenticate(state: &Mutex<OdooState>, req: &Recorded) -> Reply {
     with_header(json(StatusCode::OK, &body), header::SET_COOKIE, &format!("session_id={sid}; HttpOnly; Path=/"))
 }
 
+/// Answers a password grant the way OAuth servers do: 200 with `access_token`,
+/// `token_type` and `expires_in`, or 400/401 with an `error` code.
+fn token(state: &Mutex<OdooState>, req: &Recorded) -> Reply {
+    let form: HashMap<String, String> = super::http::query_pairs(&req.raw_body).into_iter().collect();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let mut st = lock(state);
+    let error = |status: StatusCode, code: &str| json(status, &json!({"error": code}));
+    let Some((client_id, client_secret)) = st.oauth_client.clone() else {
+        return error(StatusCode::NOT_FOUND, "not_found");
+    };
+    if !req.header("content-type").is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")) {
+        return error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    if field("grant_type") != "password" {
+        return error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    if field("client_id") != client_id || field("client_secret") != client_secret {
+        return error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if field("username") != st.login || field("password") != st.password {
+        return error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let token = random_token(32);
+    let ttl = st.token_ttl;
+    st.tokens.insert(token.clone(), std::time::Instant::now() + ttl);
+    st.tokens_issued += 1;
+    json(StatusCode::OK, &json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs()}))
+}
+
 fn logout(state: &Mutex<OdooState>, req: &Recorded) -> Reply {
     let mut st = lock(state);
     if let Some(sid) = req.cookie("session_id") {
@@ -272,7 +335,12 @@ fn callback(state: &Mutex<OdooState>, req: Recorded) -> Reply {
     }
     let by_session = req.cookie("session_id").is_some_and(|s| st.sessions.contains(&s));
     let by_header = st.api_authorization.as_deref().is_some_and(|want| req.header("authorization") == Some(want));
-    if !by_session && !by_header {
+    let by_token = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|t| st.tokens.get(t))
+        .is_some_and(|expires| std::time::Instant::now() < *expires);
+    if !by_session && !by_header && !by_token {
         return json(StatusCode::UNAUTHORIZED, &json!({"ok": false, "error": "unauthorized"}));
     }
     st.received.push(ReceivedCallback {

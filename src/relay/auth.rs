@@ -2,7 +2,7 @@
 //! session (logged in once, reused, renewed when refused, logged out when idle), an
 //! OAuth token (cached until it expires), a static bearer token, or nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,10 +35,9 @@ pub struct Sessions {
     /// One login at a time per connector: concurrent deliveries that find no
     /// session wait for the first one's login instead of each logging in.
     logging_in: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// A session unused this long is logged out.
+    idle: Duration,
 }
-
-/// A session unused this long is logged out.
-const IDLE: Duration = Duration::from_secs(30);
 
 fn fingerprint(c: &Record) -> String {
     let f = |k: &str| c.str(k).unwrap_or_default().to_string();
@@ -61,9 +60,10 @@ pub fn logout_url(auth_url: &str) -> String {
 }
 
 impl Sessions {
-    pub fn new(http: reqwest::Client) -> Sessions {
+    pub fn new(http: reqwest::Client, idle: Duration) -> Sessions {
         Sessions {
             http,
+            idle,
             cache: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
             logging_in: Mutex::new(HashMap::new()),
@@ -188,16 +188,19 @@ impl Sessions {
         }
     }
 
-    /// Logs out the Odoo sessions of connectors with nothing left to deliver.
-    pub async fn log_out_idle(&self, busy: &std::collections::HashSet<u64>, store: &crate::store::Store) {
-        let recent =
-            |id: &u64| self.used.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|t| t.elapsed() < IDLE);
-        let idle: Vec<((u64, String), Cached)> = self
-            .cache()
-            .iter()
-            .filter(|((id, _), _)| !busy.contains(id) && !recent(id))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+    /// Logs out the Odoo sessions of connectors with nothing left to deliver and unused
+    /// for the idle time; answers when the next held session becomes idle.
+    pub async fn log_out_idle(&self, busy: &HashSet<u64>, store: &crate::store::Store) -> Option<Instant> {
+        let last_use = |id: &u64| self.used.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied();
+        let mut idle = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (key, cached) in self.cache().iter() {
+            match last_use(&key.0).map(|t| t + self.idle) {
+                _ if busy.contains(&key.0) => {}
+                Some(at) if at > Instant::now() => next = Some(next.map_or(at, |n| n.min(at))),
+                _ => idle.push((key.clone(), cached.clone())),
+            }
+        }
         for (key, cached) in idle {
             self.cache().remove(&key);
             let connector = store.get(crate::model::connector::MODEL, key.0);
@@ -213,6 +216,7 @@ impl Sessions {
                 tracing::debug!(connector_id = key.0, "logged out of the callback target (idle)");
             }
         }
+        next
     }
 }
 

@@ -40,21 +40,33 @@ enum Outcome {
 /// Runs the delivery queue until the engine stops.
 pub async fn run(engine: Arc<Engine>) {
     let mut last_purge = DateTime::<Utc>::MIN_UTC;
+    // How often old failed payloads are looked for: hourly, or more often when the
+    // retention is short (a quarter of it).
+    let purge_every = TimeDelta::from_std(engine.relay.config.failed_retention / 4)
+        .unwrap_or(TimeDelta::hours(1))
+        .clamp(TimeDelta::seconds(1), TimeDelta::hours(1));
     loop {
         let next = dispatch(&engine);
         let now = Utc::now();
-        if now - last_purge > TimeDelta::hours(1) {
+        if now - last_purge >= purge_every {
             last_purge = now;
-            if let Err(e) = engine.purge_failed_payloads().await {
-                tracing::warn!(error = %e, "purging old failed deliveries failed");
+            match engine.purge_failed_payloads().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deliveries = n, "purged the data of old failed deliveries"),
+                Err(e) => tracing::warn!(error = %e, "purging old failed deliveries failed"),
             }
         }
+        let mut sleep = (last_purge + purge_every - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         if engine.relay.pending().is_empty() {
             let busy: std::collections::HashSet<u64> =
                 engine.relay.in_flight().iter().filter_map(|d| connector_of_delivery(&engine, *d)).collect();
-            engine.relay.sessions.log_out_idle(&busy, &engine.store).await;
+            if let Some(at) = engine.relay.sessions.log_out_idle(&busy, &engine.store).await {
+                sleep = sleep.min(at.saturating_duration_since(std::time::Instant::now()));
+            }
         }
-        let sleep = next.map_or(Duration::from_secs(60), |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        if let Some(t) = next {
+            sleep = sleep.min((t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        }
         tokio::select! {
             () = tokio::time::sleep(sleep.min(Duration::from_secs(60))) => {}
             () = engine.relay.wake.notified() => {}
@@ -302,6 +314,8 @@ impl Engine {
                 if d.str("state") == Some("failed") && old && d.secret("payload").is_some() {
                     let mut d = (*d).clone();
                     d.secrets.remove("payload");
+                    let error = d.str("last_error").unwrap_or_default().to_string();
+                    d.set("last_error", format!("{error} (data purged: it cannot be replayed)").trim_start());
                     changed.push(d);
                 }
             }

@@ -43,6 +43,8 @@ pub struct RelayConfig {
     pub grace: Duration,
     /// Largest body accepted on `/relay/{run_id}`.
     pub max_body: usize,
+    /// An Odoo session at a target unused this long is logged out.
+    pub idle_logout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -55,6 +57,7 @@ impl Default for RelayConfig {
             failed_retention: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(60),
             max_body: 32 << 20,
+            idle_logout: Duration::from_secs(30),
         }
     }
 }
@@ -149,6 +152,7 @@ impl Relay {
             let at = d.str("next_attempt_at").and_then(|t| parse_datetime(t).ok()).unwrap_or_else(Utc::now);
             pending.insert(d.id, &target_of(store, d.int("connector_id").unwrap_or(0) as u64), at);
         }
+        let sessions = auth::Sessions::new(http.clone(), config.idle_logout);
         Relay {
             config,
             http: http.clone(),
@@ -157,7 +161,7 @@ impl Relay {
             in_flight: Mutex::new(Default::default()),
             programs: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
-            sessions: auth::Sessions::new(http),
+            sessions,
             wake: Notify::new(),
         }
     }
