@@ -37,6 +37,8 @@ pub enum StoreError {
 struct Table {
     tree: sled::Tree,
     rows: RwLock<BTreeMap<u64, Arc<Record>>>,
+    /// Bumped by every change of the table (see [`Store::generation`]).
+    generation: AtomicU64,
 }
 
 pub struct Store {
@@ -97,7 +99,7 @@ impl Store {
                 })?;
                 rows.insert(id, Arc::new(rec));
             }
-            tables.insert(*model, Table { tree, rows: RwLock::new(rows) });
+            tables.insert(*model, Table { tree, rows: RwLock::new(rows), generation: AtomicU64::new(0) });
         }
         Ok(Store {
             db,
@@ -150,6 +152,12 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// A number that changes whenever a record of `model` is written or removed, so a
+    /// reader can keep something derived from the table until it changes.
+    pub fn generation(&self, model: &str) -> u64 {
+        self.tables.get(model).map_or(0, |t| t.generation.load(Ordering::SeqCst))
+    }
+
     pub fn count(&self, model: &str) -> usize {
         self.tables.get(model).map_or(0, |t| t.rows.read().unwrap_or_else(|p| p.into_inner()).len())
     }
@@ -172,6 +180,7 @@ impl Store {
         for rec in records {
             rows.insert(rec.id, Arc::new(rec));
         }
+        table.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -192,6 +201,7 @@ impl Store {
         for id in ids {
             rows.remove(id);
         }
+        table.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 

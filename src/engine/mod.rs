@@ -85,11 +85,43 @@ pub struct Index {
     pub open: HashMap<u64, HashSet<u64>>,
     /// The end of the last window MTS acknowledged, per recurring connector.
     pub watermark: HashMap<u64, DateTime<Utc>>,
-    /// Runs that have a live task (submitting or tracking).
-    pub active: HashSet<u64>,
+    /// Runs that have a live task (submitting or tracking), with their connector.
+    pub active: HashMap<u64, u64>,
+    /// Connectors with open runs none of which has a live task: what the scheduler may
+    /// dispatch. Kept up to date by [`Index::settle`], so that a scheduler pass looks at
+    /// these only, not at every open run.
+    pub waiting: HashSet<u64>,
     /// When each connector was last stopped: a run created before that which fails
     /// transiently is cancelled instead of retried (it was mid-call during the stop).
     pub stopped: HashMap<u64, DateTime<Utc>>,
+}
+
+impl Index {
+    /// Re-derives whether `connector` waits for a task.
+    pub fn settle(&mut self, connector: u64) {
+        let active = &self.active;
+        if self.open.get(&connector).is_some_and(|runs| !runs.iter().any(|r| active.contains_key(r))) {
+            self.waiting.insert(connector);
+        } else {
+            self.waiting.remove(&connector);
+        }
+    }
+
+    /// Marks `run` of `connector` as having a live task; false if it already has one.
+    pub fn activate(&mut self, run: u64, connector: u64) -> bool {
+        if self.active.insert(run, connector).is_some() {
+            return false;
+        }
+        self.settle(connector);
+        true
+    }
+
+    /// The task of `run` ended.
+    pub fn deactivate(&mut self, run: u64) {
+        if let Some(connector) = self.active.remove(&run) {
+            self.settle(connector);
+        }
+    }
 }
 
 pub struct Engine {

@@ -56,7 +56,7 @@ use crate::model::connector;
 use crate::model::fields::Record;
 use crate::store::StoreError;
 
-pub use cleanup::vid_cleanup_due;
+pub use cleanup::{vid_cleanup_concerns, vid_cleanup_due};
 pub use page::authdata;
 
 /// Pages of one walk waiting in MTS at once. MTS works one request at a time from an

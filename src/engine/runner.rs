@@ -41,7 +41,7 @@ pub async fn drive(engine: Arc<Engine>, id: u64) {
     if let Err(e) = result {
         tracing::error!(run_id = id, error = %e, "run paused: the store failed; it resumes on the next start");
     }
-    engine.index().active.remove(&id);
+    engine.index().deactivate(id);
     engine.wake.notify_one();
 }
 

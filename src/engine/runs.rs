@@ -60,6 +60,7 @@ fn index_run(index: &mut Index, run: &Record) {
         let w = index.watermark.entry(connector).or_insert(end);
         *w = (*w).max(end);
     }
+    index.settle(connector);
 }
 
 /// Rebuilds the index from the stored runs.

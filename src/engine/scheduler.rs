@@ -2,6 +2,7 @@
 //! jobs, and dispatches runnable runs (oldest first, one per connector). It sleeps on a
 //! tokio timer until the next thing is due or something changes; it never polls.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,16 +14,55 @@ use crate::metrics::METRICS;
 use crate::model::fields::Record;
 use crate::model::{connector, parse_datetime};
 
+/// What the scheduler needs to know of the connectors. It is rebuilt only when a
+/// connector changed: run state changes wake the scheduler far more often than that,
+/// and then a pass costs what is due, not the number of connectors.
+#[derive(Default)]
+struct Plan {
+    /// The connector table's generation this plan was built from.
+    generation: Option<u64>,
+    /// Running recurring connectors by due time (`None`: never fired, due now).
+    recurring: BTreeSet<(Option<DateTime<Utc>>, u64)>,
+    /// Started one-time connectors.
+    onetime: Vec<u64>,
+    /// Connectors with a VID clean-up to run or to switch off.
+    cleanup: Vec<u64>,
+}
+
+impl Plan {
+    fn refresh(&mut self, engine: &Engine) {
+        // Read before listing: a write in between only causes one more rebuild.
+        let generation = engine.store.generation(connector::MODEL);
+        if self.generation == Some(generation) {
+            return;
+        }
+        *self = Plan { generation: Some(generation), ..Plan::default() };
+        for c in engine.store.list(connector::MODEL) {
+            match (c.str("is_recurring"), c.str("job_status")) {
+                (Some("recurring"), Some("running")) => {
+                    self.recurring.insert((c.str("next_run_at").and_then(|s| parse_datetime(s).ok()), c.id));
+                }
+                (Some("onetime"), Some("started")) => self.onetime.push(c.id),
+                _ => {}
+            }
+            if super::registry::vid_cleanup_concerns(&c) {
+                self.cleanup.push(c.id);
+            }
+        }
+    }
+}
+
 /// Runs until the engine is cancelled.
 pub async fn run(engine: Arc<Engine>) {
     // Prune once at start, then every ten minutes.
     let mut last_prune = DateTime::<Utc>::MIN_UTC;
+    let mut plan = Plan::default();
     loop {
         let now = Utc::now();
         // The heartbeat `/ready` reads: working since `now`, then sleeping until a deadline.
         METRICS.scheduler.busy(now);
         let started = std::time::Instant::now();
-        let next = match tick(&engine, now).await {
+        let next = match tick(&engine, &mut plan, now).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "scheduler: store failure; trying again in 5 s");
@@ -54,30 +94,37 @@ fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>>
 }
 
 /// One pass: fire what is due, dispatch what can run. Returns when to look again.
-async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, crate::store::StoreError> {
+async fn tick(
+    engine: &Arc<Engine>,
+    plan: &mut Plan,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, crate::store::StoreError> {
+    plan.refresh(engine);
     let mut next: Option<DateTime<Utc>> = None;
     let mut fires = Vec::new();
     let mut fired_due = Vec::new();
-    for c in engine.store.list(connector::MODEL) {
-        match (c.str("is_recurring"), c.str("job_status")) {
-            (Some("recurring"), Some("running")) => {
-                let due = c.str("next_run_at").and_then(|s| parse_datetime(s).ok());
-                match due {
-                    Some(due) if due > now => next = earliest(next, due),
-                    _ => {
-                        let (window, next_at) = plan_fire(engine, &c, due, now);
-                        fires.push((c.id, window, next_at));
-                        fired_due.extend(due);
-                        next = earliest(next, next_at);
-                    }
-                }
-            }
-            (Some("onetime"), Some("started")) if engine.open_runs(c.id).is_empty() => {
-                start_onetime(engine, &c).await?
-            }
-            _ => {}
+    for &(due, id) in &plan.recurring {
+        if let Some(due) = due.filter(|d| *d > now) {
+            next = earliest(next, due);
+            break;
         }
-        if let Some(at) = super::registry::vid_cleanup_due(engine, &c, now).await? {
+        let Some(c) = engine.store.get(connector::MODEL, id) else { continue };
+        let (window, next_at) = plan_fire(engine, &c, due, now);
+        fires.push((c.id, window, next_at));
+        fired_due.extend(due);
+        next = earliest(next, next_at);
+    }
+    for &id in &plan.onetime {
+        if let Some(c) = engine.store.get(connector::MODEL, id)
+            && engine.open_runs(id).is_empty()
+        {
+            start_onetime(engine, &c).await?;
+        }
+    }
+    for &id in &plan.cleanup {
+        if let Some(c) = engine.store.get(connector::MODEL, id)
+            && let Some(at) = super::registry::vid_cleanup_due(engine, &c, now).await?
+        {
             next = earliest(next, at);
         }
     }
@@ -89,10 +136,10 @@ async fn tick(engine: &Arc<Engine>, now: DateTime<Utc>) -> Result<Option<DateTim
             METRICS.scheduler_fired(queued - due);
         }
     }
-    for (run_id, due) in runnable(engine) {
+    for (run_id, connector, due) in runnable(engine) {
         match due {
             Some(due) if due > now => next = earliest(next, due),
-            _ => dispatch(engine, run_id),
+            _ => dispatch(engine, run_id, connector),
         }
     }
     Ok(next)
@@ -142,37 +189,36 @@ async fn start_onetime(engine: &Engine, c: &Record) -> Result<(), crate::store::
 }
 
 /// Open runs without a live task, one per connector (the first by split root, then
-/// window start, then id), with the time they become due.
-fn runnable(engine: &Engine) -> Vec<(u64, Option<DateTime<Utc>>)> {
-    let open: Vec<(u64, Vec<u64>)> = {
+/// window start, then id), with their connector and the time they become due.
+fn runnable(engine: &Engine) -> Vec<(u64, u64, Option<DateTime<Utc>>)> {
+    let waiting: Vec<(u64, Vec<u64>)> = {
         let index = engine.index();
         index
-            .open
+            .waiting
             .iter()
-            .filter(|(_, runs)| !runs.iter().any(|r| index.active.contains(r)))
-            .map(|(c, runs)| (*c, runs.iter().copied().collect()))
+            .filter_map(|c| index.open.get(c).map(|runs| (*c, runs.iter().copied().collect())))
             .collect()
     };
     let mut out = Vec::new();
-    for (_, ids) in open {
+    for (connector, ids) in waiting {
         let first = ids
             .iter()
-            .filter_map(|id| engine.run(*id))
+            .filter_map(|id| engine.store.get(crate::model::run::MODEL, *id))
             .min_by_key(|r| (r.int("split_of_id").unwrap_or(r.id as i64), time(r, "window_start"), r.id));
         if let Some(run) = first {
             let due = match state(&run) {
                 "retrying" => time(&run, "next_attempt_at"),
                 _ => None,
             };
-            out.push((run.id, due));
+            out.push((run.id, connector, due));
         }
     }
-    out.sort_by_key(|(id, _)| *id);
+    out.sort_by_key(|(id, _, _)| *id);
     out
 }
 
-fn dispatch(engine: &Arc<Engine>, run_id: u64) {
-    if !engine.index().active.insert(run_id) {
+fn dispatch(engine: &Arc<Engine>, run_id: u64, connector: u64) {
+    if !engine.index().activate(run_id, connector) {
         return;
     }
     let engine2 = engine.clone();

@@ -16,7 +16,15 @@ use crate::store::StoreError;
 /// of the model (like a timer, it is not shown or written by clients).
 const NEXT_AT: &str = "vid_delete_next_at";
 
-/// Called on every scheduler pass for each connector: queues a `vid_cleanup` run when
+/// Whether [`vid_cleanup_due`] has anything to do for `c`: a clean-up to run or a
+/// leftover timer to clear.
+pub fn vid_cleanup_concerns(c: &Record) -> bool {
+    c.values.contains_key(NEXT_AT)
+        || (c.str("input_type") == Some("custom")
+            && c.values.get("delete_vid_after_token").and_then(Value::as_bool) == Some(true))
+}
+
+/// Called on every scheduler pass for each connector it concerns: queues a `vid_cleanup` run when
 /// one is due and answers when the next one is. Only registry connectors with
 /// `delete_vid_after_token` that are started or running clean up.
 pub async fn vid_cleanup_due(
