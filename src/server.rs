@@ -31,6 +31,8 @@ pub enum ServeError {
     Http(String),
     #[error("cannot read or create the API key file {path}: {source}")]
     ApiKey { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start the scheduler thread: {0}")]
+    Scheduler(std::io::Error),
 }
 
 /// The API key from the configuration, else from `<data_dir>/api-key`, created with a
@@ -104,7 +106,7 @@ pub async fn serve_on(
     let engine = Engine::new(store.clone(), engine_config, http);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
     let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
-    let scheduler = tokio::spawn(crate::engine::scheduler::run(engine.clone()));
+    let scheduler = crate::engine::scheduler::start(engine.clone()).map_err(ServeError::Scheduler)?;
     let deliveries = tokio::spawn(crate::relay::deliver::run(engine.clone()));
     run(listener, app, shutdown).await;
     engine.shutdown(Duration::from_secs(10)).await;

@@ -137,9 +137,12 @@ pub struct Engine {
     mts_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
+    /// The runtime run tasks are spawned on (the scheduler has a thread of its own).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Engine {
+    /// Must be called within the tokio runtime that will run the engine's tasks.
     pub fn new(store: Arc<Store>, config: EngineConfig, http: reqwest::Client) -> Arc<Engine> {
         let index = runs::build_index(&store);
         let relay = crate::relay::Relay::new(&store, config.relay.clone(), http.clone());
@@ -155,6 +158,7 @@ impl Engine {
             mts_slots: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -190,6 +194,11 @@ impl Engine {
         let global = self.global_slot().await?;
         let per_url = self.mts_url_slot(mts_url).await?;
         Some((per_url, global))
+    }
+
+    /// Starts a run task (or any engine task) on the engine's runtime, from any thread.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn_on(task, &self.runtime);
     }
 
     /// Stops the scheduler and the run tasks, and waits for them (up to `grace`).

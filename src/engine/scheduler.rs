@@ -52,6 +52,20 @@ impl Plan {
     }
 }
 
+/// Runs the scheduler on a thread of its own until the engine is cancelled; the
+/// receiver resolves when it has stopped. Its own thread keeps fires on time while the
+/// runtime's workers are busy with thousands of run tasks (it only decides and writes
+/// to the store; the run tasks it dispatches go to the engine's runtime).
+pub fn start(engine: Arc<Engine>) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("mtsc-scheduler".into()).spawn(move || {
+        runtime.block_on(run(engine));
+        let _ = done.send(());
+    })?;
+    Ok(stopped)
+}
+
 /// Runs until the engine is cancelled.
 pub async fn run(engine: Arc<Engine>) {
     // Prune once at start, then every ten minutes.
@@ -222,5 +236,5 @@ fn dispatch(engine: &Arc<Engine>, run_id: u64, connector: u64) {
         return;
     }
     let engine2 = engine.clone();
-    engine.tasks.spawn(runner::drive(engine2, run_id));
+    engine.spawn(runner::drive(engine2, run_id));
 }
