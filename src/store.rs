@@ -131,12 +131,18 @@ impl Store {
 
     /// Allocates the next id of `model`: monotonic and never reused, even after unlink.
     pub fn next_id(&self, model: &str) -> Result<u64, StoreError> {
+        Ok(self.next_ids(model, 1)?.start)
+    }
+
+    /// `n` consecutive new ids of `model` in one write.
+    pub fn next_ids(&self, model: &str, n: u64) -> Result<std::ops::Range<u64>, StoreError> {
         let seq_key = format!("seq/{model}");
-        let next = self.meta.update_and_fetch(seq_key.as_bytes(), |old| {
-            let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            Some((n + 1).to_be_bytes().to_vec())
+        let last = self.meta.update_and_fetch(seq_key.as_bytes(), |old| {
+            let last = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((last + n).to_be_bytes().to_vec())
         })?;
-        Ok(next.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1))
+        let last = last.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(n);
+        Ok(last + 1 - n..last + 1)
     }
 
     pub fn get(&self, model: &str, id: u64) -> Option<Arc<Record>> {
@@ -244,6 +250,9 @@ mod tests {
         }
         let s = Store::open(dir.path(), &["m"]).unwrap();
         assert_eq!(s.next_id("m").unwrap(), 3);
+        assert_eq!(s.next_ids("m", 3).unwrap(), 4..7);
+        assert_eq!(s.next_ids("m", 0).unwrap(), 7..7);
+        assert_eq!(s.next_id("m").unwrap(), 7);
         assert_eq!(s.count("m"), 0);
     }
 

@@ -158,12 +158,15 @@ impl Engine {
             let _guard = self.store.write_lock();
             let mut runs = Vec::new();
             let mut connectors = Vec::with_capacity(fires.len());
+            let mut ids = self.store.next_ids(MODEL, fires.iter().filter(|f| f.1.is_some()).count() as u64)?;
             for (id, window, next_at) in fires {
                 let Some(c) = self.store.get(connector::MODEL, id) else { continue };
                 let mut c = (*c).clone();
                 c.set("next_run_at", format_datetime(next_at));
-                if let Some((start, end)) = window {
-                    let run = new_run(self.store.next_id(MODEL)?, id, "schedule", start, end, &now);
+                if let Some((start, end)) = window
+                    && let Some(run_id) = ids.next()
+                {
+                    let run = new_run(run_id, id, "schedule", start, end, &now);
                     c.set("last_run_id", run.id);
                     runs.push(run);
                 }
