@@ -38,6 +38,17 @@ async fn import(w: &World, n: usize, patch: Value) -> (Vec<String>, u64) {
     (ids, id)
 }
 
+/// Once connector `id`'s earlier import has ended, imports `n` more submissions (from
+/// an earlier hour) through it; answers every id imported so far (`before` and these).
+async fn import_more(w: &World, id: u64, n: usize, before: &[String]) -> Vec<String> {
+    until(20, "the earlier import ended", || async { w.runs(id).await.iter().all(terminal).then_some(()) }).await;
+    let t = now_s() - TimeDelta::hours(5);
+    let more = w.odk.add_generated_submissions(PROJECT, FORM, n, t, t + TimeDelta::minutes(30));
+    let fmt = mts_connector::model::format_datetime;
+    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
+    before.iter().chain(&more).cloned().collect()
+}
+
 /// Waits until the target holds `n` distinct deliveries, then checks each arrived
 /// exactly once (by idempotency header) with its token and nothing else came.
 async fn assert_exactly_once(w: &World, ids: &[String]) {
@@ -105,12 +116,7 @@ async fn an_expired_session_is_renewed_once_for_all_deliveries() {
     // Odoo forgets the session; the next import's concurrent deliveries are all refused
     // with it, and one fresh login serves every one of them.
     w.odoo.expire_sessions();
-    until(20, "the first import ended", || async { w.runs(id).await.iter().all(terminal).then_some(()) }).await;
-    let t = now_s() - TimeDelta::hours(5);
-    let second = w.odk.add_generated_submissions(PROJECT, FORM, 16, t, t + TimeDelta::minutes(30));
-    let fmt = mts_connector::model::format_datetime;
-    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
-    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let all = import_more(&w, id, 16, &first).await;
     assert_exactly_once(&w, &all).await;
     assert_eq!(w.odoo.logins(), 2, "one renewal for all the refused deliveries");
 }
@@ -281,13 +287,8 @@ async fn oauth_targets_get_one_token_until_it_expires() {
     assert_eq!(w.odoo.logins(), 0, "no Odoo session");
     assert!(w.odoo.received().iter().all(|cb| cb.header("authorization").is_some_and(|a| a.starts_with("Bearer "))));
     // After it expires, the next deliveries fetch a new one.
-    until(20, "the first import ended", || async { w.runs(id).await.iter().all(terminal).then_some(()) }).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let t = now_s() - TimeDelta::hours(5);
-    let second = w.odk.add_generated_submissions(PROJECT, FORM, 8, t, t + TimeDelta::minutes(30));
-    let fmt = mts_connector::model::format_datetime;
-    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
-    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let all = import_more(&w, id, 8, &first).await;
     assert_exactly_once(&w, &all).await;
     assert_eq!(w.odoo.tokens_issued(), 2, "a new token once the first expired");
     let log = w.svc.log();
