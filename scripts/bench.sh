@@ -61,9 +61,13 @@ disk=$(df -h --output=fstype,source . | tail -1 | awk '{print $1 " on " $2}')
 
 # The analysis (what is met, what is missed and why) lives between the markers below;
 # a new run keeps it and replaces only the figures.
+# Sections after it (the relay and registry benchmarks, written by their own scripts)
+# are kept as they are too.
 analysis=""
+others=""
 if [ -f BENCHMARKS.md ]; then
     analysis=$(awk '/<!-- analysis -->/{on=1; next} /<!-- \/analysis -->/{on=0} on' BENCHMARKS.md)
+    others=$(awk 'after; /<!-- \/analysis -->/{after=1}' BENCHMARKS.md)
 fi
 
 cat > BENCHMARKS.md <<EOF
@@ -132,5 +136,6 @@ $import_fast
 <!-- analysis -->
 $analysis
 <!-- /analysis -->
+$others
 EOF
 echo "wrote BENCHMARKS.md" >&2
