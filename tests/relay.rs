@@ -260,10 +260,11 @@ async fn failed_deliveries_lose_their_data_after_the_retention() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_odoo_session_is_logged_out() {
-    let w = World::start(relay_options().arg("--relay-idle-logout-seconds").arg("1")).await;
+    // Long enough that a slow moment of the run under load is not taken for idleness.
+    let w = World::start(relay_options().arg("--relay-idle-logout-seconds").arg("3")).await;
     let (ids, _) = import(&w, 6, json!({})).await;
     assert_exactly_once(&w, &ids).await;
-    until(10, "the idle session logged out", || async {
+    until(15, "the idle session logged out", || async {
         (w.odoo.logouts() == 1 && w.odoo.active_sessions() == 0).then_some(())
     })
     .await;
@@ -271,10 +272,9 @@ async fn an_idle_odoo_session_is_logged_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oauth_targets_get_one_token_until_it_expires() {
+async fn oauth_targets_get_one_token_and_a_new_one_when_it_is_refused() {
     let w = World::start(relay_options()).await;
-    // The service renews a token 10 s before it expires: this one is used for 3 s.
-    w.odoo.enable_oauth("mts-connector", "client-SECRET3", Duration::from_secs(13));
+    w.odoo.enable_oauth("mts-connector", "client-SECRET3", Duration::from_secs(3600));
     let oauth = json!({
         "callback_authtype": "oauth",
         "callback_auth_url": w.odoo.token_url(),
@@ -286,13 +286,40 @@ async fn oauth_targets_get_one_token_until_it_expires() {
     assert_eq!(w.odoo.tokens_issued(), 1, "one token for the whole run");
     assert_eq!(w.odoo.logins(), 0, "no Odoo session");
     assert!(w.odoo.received().iter().all(|cb| cb.header("authorization").is_some_and(|a| a.starts_with("Bearer "))));
-    // After it expires, the next deliveries fetch a new one.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let all = import_more(&w, id, 8, &first).await;
+    // The server forgets its tokens: the refused deliveries share one new token.
+    w.odoo.expire_tokens();
+    let all = import_more(&w, id, 16, &first).await;
     assert_exactly_once(&w, &all).await;
-    assert_eq!(w.odoo.tokens_issued(), 2, "a new token once the first expired");
+    assert_eq!(w.odoo.tokens_issued(), 2, "one new token for all the refused deliveries");
     let log = w.svc.log();
     assert!(!log.contains("client-SECRET3") && !log.contains(ODOO_PW), "a secret in the log");
+}
+
+#[tokio::test]
+async fn an_oauth_token_is_reused_until_shortly_before_it_expires() {
+    use mts_connector::fakes::FakeOdoo;
+    use mts_connector::model::fields::Record;
+    use mts_connector::relay::auth::Sessions;
+    use mts_connector::secret::Secret;
+    let odoo = FakeOdoo::start(ODOO_DB, ODOO_LOGIN, ODOO_PW).await.expect("fake odoo");
+    // Renewed 10 s before it expires: this token is used for 1 s.
+    odoo.enable_oauth("mts-connector", "client-SECRET3", Duration::from_secs(11));
+    let mut c = Record { id: 1, ..Default::default() };
+    c.set("callback_authtype", "oauth");
+    c.set("callback_auth_url", odoo.token_url());
+    c.set("callback_auth_username", ODOO_LOGIN);
+    c.set("callback_auth_client_id", "mts-connector");
+    c.secrets.insert("callback_auth_password".into(), Secret::new(ODOO_PW));
+    c.secrets.insert("callback_auth_client_secret".into(), Secret::new("client-SECRET3"));
+    let sessions = Sessions::new(reqwest::Client::new(), Duration::from_secs(30));
+    let header = || async { sessions.header(&c, Duration::from_secs(5)).await.expect("a token").expect("a header") };
+    let first = header().await;
+    assert_eq!(first.0, "authorization");
+    assert_eq!(header().await, first, "reused while valid");
+    assert_eq!(odoo.tokens_issued(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_ne!(header().await, first, "renewed before it expires");
+    assert_eq!(odoo.tokens_issued(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

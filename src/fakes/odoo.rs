@@ -128,6 +128,11 @@ impl FakeOdoo {
         st.token_ttl = ttl;
     }
 
+    /// Revokes every access token issued so far (as a restarted OAuth server would).
+    pub fn expire_tokens(&self) {
+        lock(&self.state).tokens.clear();
+    }
+
     /// Access tokens issued so far.
     pub fn tokens_issued(&self) -> usize {
         lock(&self.state).tokens_issued
