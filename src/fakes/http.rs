@@ -200,6 +200,17 @@ pub(crate) fn reply(status: StatusCode, content_type: &'static str, body: impl I
     resp
 }
 
+/// The outage switches every fake has: waits `delay`, then, when `down`, answers what
+/// a proxy in front of a stopped server does (503 with an HTML page titled `title`).
+pub(crate) async fn outage(down: bool, delay: std::time::Duration, title: &str) -> Option<Reply> {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    down.then(|| {
+        reply(StatusCode::SERVICE_UNAVAILABLE, "text/html", format!("<html><body><h1>{title}</h1></body></html>"))
+    })
+}
+
 /// A JSON reply.
 pub(crate) fn json(status: StatusCode, value: &Value) -> Reply {
     reply(status, "application/json", value.to_string())

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::http::{Recorded, Reply, Server, json, lock, percent_decode, random_token, random_uuid, reply};
+use super::http::{Recorded, Reply, Server, json, lock, outage, percent_decode, random_token, random_uuid};
 
 /// A fake ODK Central server.
 pub struct FakeOdk {
@@ -215,15 +215,8 @@ async fn handle(state: &Mutex<OdkState>, req: Recorded) -> Reply {
         let st = lock(state);
         (st.down, st.delay)
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if down {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/html",
-            "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
-        );
+    if let Some(unavailable) = outage(down, delay, "503 Service Temporarily Unavailable").await {
+        return unavailable;
     }
     let segments: Vec<String> = req.path.trim_start_matches('/').split('/').map(|s| percent_decode(s, false)).collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::http::{Recorded, Reply, Server, json, lock, random_token, reply, with_header};
+use super::http::{Recorded, Reply, Server, json, lock, outage, random_token, reply, with_header};
 
 /// The OAuth 2 token endpoint (password grant, form-encoded, as in RFC 6749 4.3).
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -213,15 +213,8 @@ async fn handle(state: &Mutex<OdooState>, req: Recorded) -> Reply {
         let st = lock(state);
         (st.down, st.delay)
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if down {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/html",
-            "<html><body><h1>503 Service Unavailable</h1></body></html>",
-        );
+    if let Some(unavailable) = outage(down, delay, "503 Service Unavailable").await {
+        return unavailable;
     }
     match (req.method.as_str(), req.path.as_str()) {
         // Odoo routes JSON by content type, not by method: MTS authenticates with a GET.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use super::http::{Recorded, Reply, Server, json, lock, random_token, reply, with_header};
+use super::http::{Recorded, Reply, Server, json, lock, outage, random_token, reply, with_header};
 use crate::model::domain::Domain;
 use data::{ID_TYPES, RegistryState, number};
 use rpc::{access_denied, envelope};
@@ -214,15 +214,8 @@ async fn handle(state: &Mutex<RegistryState>, req: Recorded) -> Reply {
         let st = lock(state);
         (st.down, st.delay)
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if down {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/html",
-            "<html><body><h1>503 Service Unavailable</h1></body></html>",
-        );
+    if let Some(unavailable) = outage(down, delay, "503 Service Unavailable").await {
+        return unavailable;
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("POST", "/jsonrpc") => rpc::rpc(state, &req),
