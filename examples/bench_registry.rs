@@ -14,8 +14,10 @@
 //! Prints a Markdown table: registrants per second for both, and the peak memory
 //! (VmHWM) of the service process.
 
+#[path = "support/bench.rs"]
+mod support;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -28,90 +30,16 @@ use mts_connector::model::fields::Record;
 use mts_connector::mts::{Input, Secrets, build_request, endpoint_url};
 use mts_connector::secret::Secret;
 use serde_json::{Map, Value, json};
+use support::{Svc, rpc};
 
-const KEY: &str = "bench-key";
 const DB: &str = "openg2p";
 const LOGIN: &str = "mts";
 const PW: &str = "registry-pw";
 const POLL: Duration = Duration::from_millis(50);
 
-struct Svc {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_service(bin: &str) -> Svc {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--poll-seconds", "0.05"])
-        .env("MTSC_API_KEY", KEY)
-        .env("RUST_LOG", "warn,mts_connector::server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start mts-connector");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut reader = std::io::BufReader::new(stderr);
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        if std::io::BufRead::read_line(&mut reader, &mut line).expect("read log") == 0 {
-            panic!("the service exited");
-        }
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + "listening on ".len()..].split_whitespace().next().expect("url").to_string();
-        }
-    };
-    // Keep draining the log so the service never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    Svc { child, url, _dir: dir }
-}
-
-/// A field of /proc/PID/status in MiB.
+/// A `/proc/<pid>/status` field in MiB.
 fn proc_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// CPU seconds (user + system) a process used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
-    let hz = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    ticks / hz
-}
-
-async fn rpc(http: &reqwest::Client, url: &str, model: &str, method: &str, args: Value, kwargs: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object",
-        "method": "execute_kw", "args": ["mts_connector", 2, KEY, model, method, args, kwargs]}});
-    let resp: Value =
-        http.post(format!("{url}/jsonrpc")).json(&body).send().await.expect("rpc").json().await.expect("json");
-    assert!(resp.get("error").is_none(), "{resp}");
-    resp["result"].clone()
+    support::status_kb(pid, field) as f64 / 1024.0
 }
 
 /// The registry connector, as the service gets it.
@@ -249,9 +177,9 @@ struct ServiceRun {
 async fn service(bin: &str, n: u64, page: u64) -> ServiceRun {
     let reg = FakeRegistry::start(DB, LOGIN, PW, n).await.expect("registry");
     let mts = FakeMts::start().await.expect("mts");
-    let svc = start_service(bin);
+    let svc = Svc::start(std::path::Path::new(bin), &["--poll-seconds", "0.05"]);
     let pid = svc.child.id();
-    let idle_mib = proc_mib(pid, "VmRSS:");
+    let idle_mib = proc_mib(pid, "VmRSS");
     let http = reqwest::Client::new();
     let id = rpc(&http, &svc.url, "mts.connector", "create", json!([connector(&reg, &mts, page)]), json!({})).await;
     let started = Instant::now();
@@ -275,8 +203,8 @@ async fn service(bin: &str, n: u64, page: u64) -> ServiceRun {
     };
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(walk["state"], "done", "{walk}");
-    let peak_mib = proc_mib(pid, "VmHWM:");
-    let cpu = cpu_seconds(pid);
+    let peak_mib = proc_mib(pid, "VmHWM");
+    let cpu = support::cpu_ticks(pid) as f64 / 100.0;
     let sent = walk["records_sent"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while (reg.tokens().len() as u64) < sent && Instant::now() < deadline {

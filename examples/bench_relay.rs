@@ -6,64 +6,20 @@
 //! stored durably, de-duplicated and forwarded by the service). Prints a Markdown table
 //! with records per second and the ratio to the baseline.
 
-use std::process::{Child, Command, Stdio};
+#[path = "support/bench.rs"]
+mod support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use mts_connector::fakes::{FakeMts, FakeOdk, FakeOdoo};
 use serde_json::{Value, json};
+use support::Svc;
 
-const KEY: &str = "bench-key";
-
-struct Svc {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(bin: &str) -> Svc {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--poll-seconds", "0.05", "--relay-grace-seconds", "5"])
-        .env("MTSC_API_KEY", KEY)
-        .env("RUST_LOG", "warn,mts_connector::server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start mts-connector");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut reader = std::io::BufReader::new(stderr);
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        if std::io::BufRead::read_line(&mut reader, &mut line).expect("read log") == 0 {
-            panic!("the service exited");
-        }
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + "listening on ".len()..].split_whitespace().next().expect("url").to_string();
-        }
-    };
-    // Keep draining the log so the service never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    Svc { child, url, _dir: dir }
-}
-
+/// `model.method(*args)` on the service.
 async fn rpc(http: &reqwest::Client, url: &str, model: &str, method: &str, args: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object",
-        "method": "execute_kw", "args": ["mts_connector", 2, KEY, model, method, args, {}]}});
-    let resp: Value =
-        http.post(format!("{url}/jsonrpc")).json(&body).send().await.expect("rpc").json().await.expect("json");
-    assert!(resp.get("error").is_none(), "{resp}");
-    resp["result"].clone()
+    support::rpc(http, url, model, method, args, json!({})).await
 }
 
 async fn one(bin: &str, mode: &str, bulk: bool, n: usize) -> (f64, usize) {
@@ -74,7 +30,7 @@ async fn one(bin: &str, mode: &str, bulk: bool, n: usize) -> (f64, usize) {
     let end = Utc::now() - TimeDelta::minutes(10);
     let start = end - TimeDelta::hours(5);
     odk.add_generated_submissions("1", "f", n, start, end);
-    let svc = start_svc(bin);
+    let svc = Svc::start(Path::new(bin), &["--poll-seconds", "0.05", "--relay-grace-seconds", "5"]);
     let http = reqwest::Client::new();
     let connector = json!({
         "name": "bench", "mts_url": mts.url(), "input_type": "odk", "is_recurring": "recurring",
@@ -96,10 +52,6 @@ async fn one(bin: &str, mode: &str, bulk: bool, n: usize) -> (f64, usize) {
     }
     let secs = t0.elapsed().as_secs_f64();
     (n as f64 / secs, mts.submissions().len())
-}
-
-fn start_svc(bin: &str) -> Svc {
-    start(bin)
 }
 
 #[tokio::main]
