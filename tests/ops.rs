@@ -85,11 +85,7 @@ impl World {
     }
 
     async fn runs(&self, connector: u64) -> Vec<Value> {
-        let runs = self
-            .svc
-            .ok("mts.connector.run", "search_read", json!([[["connector_id", "=", connector]]]), json!({"order": "id"}))
-            .await;
-        runs.as_array().cloned().unwrap_or_default()
+        self.svc.runs(connector).await
     }
 
     /// Imports `[start, end)` over the API and waits until every run has ended.

@@ -20,17 +20,7 @@ const DEFAULT_DOMAIN: &str = mts_connector::model::connector::DEFAULT_G2P_DOMAIN
 /// Fast engine settings (see tests/engine.rs): retries and polls in fractions of a
 /// second, one "minute" of interval lasting `minute` seconds.
 fn fast(minute: f64) -> Options {
-    Options::new()
-        .arg("--max-attempts")
-        .arg("1000")
-        .arg("--retry-base-seconds")
-        .arg("0.2")
-        .arg("--retry-cap-seconds")
-        .arg("0.5")
-        .arg("--poll-seconds")
-        .arg("0.1")
-        .arg("--minute-seconds")
-        .arg(minute.to_string())
+    common::world::fast_with(minute, 1000)
 }
 
 struct World {
@@ -82,11 +72,7 @@ impl World {
     }
 
     async fn runs(&self, connector: u64) -> Vec<Value> {
-        let runs = self
-            .svc
-            .ok("mts.connector.run", "search_read", json!([[["connector_id", "=", connector]]]), json!({"order": "id"}))
-            .await;
-        runs.as_array().cloned().unwrap_or_default()
+        self.svc.runs(connector).await
     }
 
     /// The walks (runs that are not pages) of a connector, oldest first.

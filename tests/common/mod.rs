@@ -466,6 +466,14 @@ impl Service {
         into_result(resp)
     }
 
+    /// The runs of `connector`, oldest first.
+    pub async fn runs(&self, connector: u64) -> Vec<Value> {
+        let runs = self
+            .ok("mts.connector.run", "search_read", json!([[["connector_id", "=", connector]]]), json!({"order": "id"}))
+            .await;
+        runs.as_array().cloned().unwrap_or_default()
+    }
+
     /// `execute_kw` that must succeed.
     pub async fn ok(&self, model: &str, method: &str, args: Value, kwargs: Value) -> Value {
         match self.execute_kw(model, method, args.clone(), kwargs).await {

@@ -83,12 +83,7 @@ impl World {
     }
 
     pub async fn runs(&self, connector: u64) -> Vec<Value> {
-        self.svc
-            .ok("mts.connector.run", "search_read", json!([[["connector_id", "=", connector]]]), json!({"order": "id"}))
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.svc.runs(connector).await
     }
 
     /// How many callbacks each submission id received.
