@@ -12,6 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x .venv/bin/python ]; then
+    # Debian ships venv (ensurepip) as a separate package: install it when missing.
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+        $SUDO apt-get update -q && $SUDO apt-get install -y -q python3-venv
+    fi
+    rm -rf .venv
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r odoo_addon/requirements-test.txt
