@@ -129,10 +129,10 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]. Filter with RUST_LOG.
     #[arg(long, env = "MTSC_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Runs submitting to MTS at once, over all connectors [default: 4]
+    /// MTS requests in flight at once (from the ODK pre-count until MTS ended them), over all connectors and MTS endpoints [default: 64]
     #[arg(long, env = "MTSC_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Runs submitting at once to one MTS URL [default: 1; MTS works one request at a time]
+    /// MTS requests in flight at once on one MTS endpoint [default: 4, the MTS image's gunicorn workers]
     #[arg(long, env = "MTSC_MAX_PER_MTS")]
     pub max_per_mts: Option<usize>,
     /// First retry delay of a failed submission, doubled each attempt [default: 30]
@@ -144,12 +144,18 @@ pub struct ServeArgs {
     /// Attempts before a run is marked failed [default: 10]
     #[arg(long, env = "MTSC_MAX_ATTEMPTS")]
     pub max_attempts: Option<i64>,
-    /// First wait between status polls of an MTS request, doubled up to 30 s [default: 1]
+    /// First wait between status polls of an MTS request, doubled up to --poll-max-seconds [default: 1]
     #[arg(long, env = "MTSC_POLL_SECONDS")]
     pub poll_seconds: Option<f64>,
+    /// Longest wait between two status polls of an MTS request [default: 10]
+    #[arg(long, env = "MTSC_POLL_MAX_SECONDS")]
+    pub poll_max_seconds: Option<f64>,
     /// A request MTS keeps 'submitted' longer than this is taken as lost and resubmitted [default: 3600]
     #[arg(long, env = "MTSC_MTS_LOST_AFTER_SECONDS")]
     pub mts_lost_after_seconds: Option<f64>,
+    /// An MTS endpoint that answered no call for this long has lost the requests it held: they are resubmitted elsewhere [default: 600]
+    #[arg(long, env = "MTSC_MTS_GONE_AFTER_SECONDS")]
+    pub mts_gone_after_seconds: Option<f64>,
     /// Runs kept per connector; failed runs are always kept [default: 1000]
     #[arg(long, env = "MTSC_RUN_RETENTION")]
     pub run_retention: Option<usize>,
@@ -198,7 +204,9 @@ struct FileConfig {
     retry_cap_seconds: Option<f64>,
     max_attempts: Option<i64>,
     poll_seconds: Option<f64>,
+    poll_max_seconds: Option<f64>,
     mts_lost_after_seconds: Option<f64>,
+    mts_gone_after_seconds: Option<f64>,
     run_retention: Option<usize>,
     minute_seconds: Option<f64>,
     public_url: Option<String>,
@@ -296,6 +304,12 @@ impl ServeArgs {
                         d.max_attempts,
                     )?,
                     poll_min: seconds("poll-seconds", self.poll_seconds.or(file.poll_seconds), d.poll_min)?,
+                    poll_max: seconds("poll-max-seconds", self.poll_max_seconds.or(file.poll_max_seconds), d.poll_max)?,
+                    gone_after: seconds(
+                        "mts-gone-after-seconds",
+                        self.mts_gone_after_seconds.or(file.mts_gone_after_seconds),
+                        d.gone_after,
+                    )?,
                     lost_after: seconds(
                         "mts-lost-after-seconds",
                         self.mts_lost_after_seconds.or(file.mts_lost_after_seconds),
@@ -397,6 +411,10 @@ mod tests {
         assert_eq!(c.api_login, "admin");
         assert!(c.api_key.is_none());
         assert_eq!(c.log_format, LogFormat::Text);
+        let e = &c.engine;
+        assert_eq!((e.max_in_flight, e.max_per_mts), (64, 4));
+        assert_eq!((e.poll_min, e.poll_max), (Duration::from_secs(1), Duration::from_secs(10)));
+        assert_eq!((e.lost_after, e.gone_after), (Duration::from_secs(3600), Duration::from_secs(600)));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::runs::state;
-use super::{Engine, runner, window};
+use super::runs::{Fire, state};
+use super::{Engine, pool, scheduler, window};
 use crate::model::ModelError;
 use crate::model::fields::Record;
 use crate::model::format_datetime;
@@ -36,7 +36,7 @@ impl Engine {
                     // Also when its task is waiting for a slot: the task finds the run
                     // ended at its next step and stops.
                     if queued {
-                        runner::cancel(self, id, "the connector was stopped").await?;
+                        self.cancel(id, "the connector was stopped").await?;
                     }
                 }
             }
@@ -91,21 +91,20 @@ impl Engine {
                 )));
             }
         }
-        let mut ids = Vec::new();
+        let mut fires = Vec::new();
         for c in connectors {
-            let (start, end) = self.next_window(c, now);
-            // A registry walk reads every matching registrant: the window is only its label.
-            if start >= end && c.str("input_type") != Some("custom") {
+            let (windows, settles) = scheduler::next_windows(self, c, now);
+            if windows.is_empty() {
+                let (start, _) = self.next_window(c, now);
                 return Err(user(format!(
                     "Connector {:?} is up to date: its next window would start at {}",
                     c.str("name").unwrap_or("?"),
                     format_datetime(start)
                 )));
             }
-            let (start, end) = if start < end { (start, end) } else { (end - chrono::TimeDelta::seconds(1), end) };
-            ids.push(self.create_run(c.id, "schedule", start, end, |_| {}).await?.id);
+            fires.push(Fire { connector: c.id, windows, settles, next_at: None });
         }
-        Ok(ids)
+        Ok(self.fire_batch(fires).await?.iter().map(|r| r.id).collect())
     }
 
     /// The window the connector's next run covers.
@@ -122,11 +121,14 @@ impl Engine {
         let timeout = Duration::from_secs(10);
         let name = c.str("name").unwrap_or("?");
         let mut lines = vec![format!("Connector {name:?}:")];
-        let mts_url = c.str("mts_url").unwrap_or_default();
-        lines.push(match self.mts.ping(mts_url, timeout).await {
-            Ok(m) => format!("OK: {m}"),
-            Err(m) => format!("FAILED: {m}"),
-        });
+        let stats = self.pool.stats();
+        for url in pool::endpoints(c) {
+            let in_flight = stats.iter().find(|s| s.url == url).map_or(0, |s| s.in_flight);
+            lines.push(match self.mts.ping(&url, timeout).await {
+                Ok(m) => format!("OK: {m} ({in_flight} requests of this service in flight there)"),
+                Err(m) => format!("FAILED: {m}"),
+            });
+        }
         if c.str("input_type") == Some("custom") {
             lines.push(super::registry::test_connection(c).await);
         }

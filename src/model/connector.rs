@@ -10,6 +10,8 @@ use super::{ModelError, domain, parse_datetime};
 pub const MODEL: &str = "mts.connector";
 
 pub const DEFAULT_MTS_URL: &str = "http://mosip-token-seeder.mosip-token-seeder";
+/// Requests of one connector in MTS at once by default: the MTS image's gunicorn workers.
+pub const DEFAULT_MAX_PARALLEL: i64 = 4;
 pub const DEFAULT_MAPPING: &str = r#"{"vid":"vid","name":["name"],"gender":"gender","dob":"dob","phoneNumber":"phoneNumber","emailId":"emailId","fullAddress":["fullAddress"]}"#;
 pub const DEFAULT_G2P_DOMAIN: &str = r#"[["is_registrant","=",true],["reg_ids.id_type","=like","MOSIP VID"],"!",["reg_ids.id_type","=like","MOSIP UIN TOKEN"]]"#;
 pub const DEFAULT_G2P_FIELDS: &str =
@@ -33,7 +35,12 @@ const CALLBACK_MODES: &[(&str, &str)] =
 
 pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("name", "Name", T::Char).required(),
-    FieldDef::new("mts_url", "URL to reach MTS", T::Char).required().default_str(DEFAULT_MTS_URL),
+    FieldDef::new("mts_url", "URL to reach MTS", T::Char).required().default_str(DEFAULT_MTS_URL).help(
+        "One MTS base URL, or several separated by commas (e.g. the pods of an MTS StatefulSet): requests go to the least busy one that is up, and each is tracked where it went.",
+    ),
+    FieldDef::new("mts_max_parallel", "Parallel MTS Requests", T::Integer).default_int(DEFAULT_MAX_PARALLEL).help(
+        "Requests of this connector in MTS at once: the parts of a split window, the windows of an import, the pages of a registry walk.",
+    ),
     FieldDef::new("input_type", "MTS Input Type", T::Selection(INPUT_TYPE)).required(),
     FieldDef::new("mapping", "Mapping", T::Text).required().default_str(DEFAULT_MAPPING),
     FieldDef::new("output_type", "MTS Output Type", T::Selection(&[("json", "JSON")])).required().default_str("json"),
@@ -115,10 +122,10 @@ const BOUNDS: &[(&str, i64, i64)] = &[
     ("callback_timeout", 1, 600),
     ("interval_minutes", 0, 525_600),
     ("vid_delete_interval_minutes", 1, 525_600),
+    ("mts_max_parallel", 1, 256),
 ];
 
-const URL_FIELDS: &[&str] =
-    &["mts_url", "odk_base_url", "odk_odata_url", "callback_url", "callback_auth_url", "odoo_url"];
+const URL_FIELDS: &[&str] = &["odk_base_url", "odk_odata_url", "callback_url", "callback_auth_url", "odoo_url"];
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> ModelError {
     let label = CONNECTOR.field(field).map_or(field, |f| f.label);
@@ -168,6 +175,15 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
     for field in URL_FIELDS {
         if let Some(url) = rec.str(field) {
             check_url(url).map_err(|problem| invalid(field, problem))?;
+        }
+    }
+    if rec.str("mts_url").is_some() {
+        let urls = mts_urls(rec);
+        if urls.is_empty() {
+            return Err(invalid("mts_url", "names no URL"));
+        }
+        for url in &urls {
+            check_url(url).map_err(|problem| invalid("mts_url", problem))?;
         }
     }
     for (field, min, max) in BOUNDS {
@@ -287,6 +303,19 @@ fn validate_mapping(rec: &Record) -> Result<(), ModelError> {
         }
     }
     Ok(())
+}
+
+/// The MTS base URLs `mts_url` names, in the order given, without duplicates or a
+/// trailing `/`: one, or several separated by commas, spaces or newlines.
+pub fn mts_urls(rec: &Record) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for url in rec.str("mts_url").unwrap_or_default().split(|ch: char| ch == ',' || ch.is_whitespace()) {
+        let url = url.trim().trim_end_matches('/');
+        if !url.is_empty() && !out.iter().any(|u| u == url) {
+            out.push(url.to_string());
+        }
+    }
+    out
 }
 
 fn check_url(url: &str) -> Result<(), String> {

@@ -14,7 +14,7 @@ use super::auth::AuthError;
 use crate::clients::excerpt;
 use crate::clients::mts::error_chain;
 use crate::engine::Engine;
-use crate::engine::runner::backoff;
+use crate::engine::runs::backoff;
 use crate::model::fields::Record;
 use crate::model::{connector, delivery, format_datetime, parse_datetime, run};
 use crate::store::StoreError;
