@@ -77,6 +77,47 @@ fn count_by<'a>(
     out
 }
 
+/// Per MTS endpoint of every connector: up, requests in flight, requests accepted since
+/// the start. The label is the endpoint's `host:port` (bounded by the configuration).
+fn endpoint_gauges(app: &App, connectors: &[std::sync::Arc<crate::model::fields::Record>]) -> Vec<Gauge> {
+    let stats = app.engine.pool.stats();
+    let mut urls: Vec<String> = connectors.iter().flat_map(|c| crate::engine::pool::endpoints(c)).collect();
+    urls.extend(stats.iter().map(|s| s.url.clone()));
+    urls.sort();
+    urls.dedup();
+    let mut out = Vec::new();
+    for url in urls {
+        let s = stats.iter().find(|s| s.url == url);
+        let label = crate::engine::pool::label(&url);
+        let (up, in_flight, accepted) = s.map_or((true, 0, 0), |s| (s.up, s.in_flight, s.accepted));
+        out.push(
+            Gauge::new(
+                "mtsc_mts_endpoint_up",
+                "1 while the MTS endpoint answers (0: skipped after failures)",
+                f64::from(up),
+            )
+            .label("endpoint", label.clone()),
+        );
+        out.push(
+            Gauge::new(
+                "mtsc_mts_endpoint_in_flight",
+                "MTS requests of this service in flight on the endpoint",
+                in_flight as f64,
+            )
+            .label("endpoint", label.clone()),
+        );
+        out.push(
+            Gauge::new(
+                "mtsc_mts_endpoint_accepted",
+                "MTS requests the endpoint accepted since the service started",
+                accepted as f64,
+            )
+            .label("endpoint", label),
+        );
+    }
+    out
+}
+
 fn gauges(app: &App) -> Vec<Gauge> {
     let mut out = Vec::new();
     let connectors = app.store.list(connector::MODEL);
@@ -84,6 +125,8 @@ fn gauges(app: &App) -> Vec<Gauge> {
     for (status, n) in by_status {
         out.push(Gauge::new("mtsc_connectors", "Connectors by job status", n as f64).label("job_status", status));
     }
+
+    out.extend(endpoint_gauges(app, &connectors));
 
     let runs = app.store.list(run::MODEL);
     let by_state = count_by(runs.iter().map(|r| r.as_ref()), "state", run::STATES);
