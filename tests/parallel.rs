@@ -292,3 +292,22 @@ async fn an_endpoint_gone_silent_has_its_requests_resubmitted_elsewhere() {
     w.assert_each_delivered_once(&ids);
     assert_eq!(other.submissions().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_mts_keeps_deleting_fails_after_max_attempts_with_the_reason() {
+    // MTS's cleanup deletes every request before a worker takes it.
+    let w = World::start(fast_with(60.0, 3)).await;
+    w.mts.hold_processing(true);
+    w.mts.set_cleanup_expiry(Duration::from_millis(300));
+    let end = now_s() - TimeDelta::minutes(5);
+    let start = end - TimeDelta::hours(1);
+    w.odk.add_generated_submissions(PROJECT, FORM, 5, start, end);
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    import(&w, id, start, end).await;
+    let runs = all_ended(&w, id, 60).await;
+    let failed = runs.iter().find(|r| r["state"] == "failed").expect("a failed run");
+    let message = failed["error_message"].as_str().unwrap_or("");
+    assert!(message.contains("MTS lost this window 3 times") && message.contains("cleanupExpirySeconds"), "{message}");
+    assert_eq!(runs.iter().filter(|r| r["mts_status"] == "lost").count(), 3, "{:?}", states(&runs));
+    assert_eq!(w.mts.submissions().len(), 3);
+}

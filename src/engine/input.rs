@@ -99,15 +99,19 @@ impl Input for OdkWindow {
             // Bisect on whole seconds: windows travel as YYYY-MM-DD HH:MM:SS.
             let mid = start + TimeDelta::seconds(span.num_seconds() / 2);
             let root = run.int("split_of_id").unwrap_or(run.id as i64);
-            let (retry_of, tiles) = (run.int("retry_of_id"), run.values.get(runs::TILES).cloned());
+            let carried: Vec<(&str, Value)> = [runs::TILES, runs::LOST]
+                .into_iter()
+                .filter_map(|k| run.values.get(k).map(|v| (k, v.clone())))
+                .collect();
+            let retry_of = run.int("retry_of_id");
             engine
                 .create_run(runs::connector_id(run), run.str("trigger").unwrap_or("manual"), mid, end, |r| {
                     r.set("split_of_id", root);
                     if let Some(retry_of) = retry_of {
                         r.set("retry_of_id", retry_of);
                     }
-                    if let Some(tiles) = tiles {
-                        r.set(runs::TILES, tiles);
+                    for (k, v) in carried {
+                        r.set(k, v);
                     }
                 })
                 .await?;

@@ -229,6 +229,10 @@ async fn track<I: Input>(engine: &Engine, id: u64, input: &I, admission: &Admiss
     let endpoint = admission.endpoint.as_str();
     let mut wait = engine.config.poll_min;
     loop {
+        // While MTS works on the request, poll at the shortest interval: the sooner its
+        // end is seen, the sooner the next request takes its place. While it waits in
+        // MTS's queue, back off.
+        let mut processing = false;
         let Some(run) = engine.run(id) else { return Ok(()) };
         if state(&run) != "submitted" {
             return Ok(());
@@ -280,14 +284,31 @@ async fn track<I: Input>(engine: &Engine, id: u64, input: &I, admission: &Admiss
                     let why = "MTS kept the request 'submitted' past the limit";
                     return engine.resubmit(&run, why, "lost", |lost, retry| input.carry(lost, retry)).await;
                 }
+                processing = status == "processing";
                 if run.str("mts_status") != Some(status.as_str()) {
                     engine.update_run(id, move |r| r.set("mts_status", status)).await?;
-                    wait = engine.config.poll_min;
                 }
             }
             StatusOutcome::Unknown => {
                 engine.pool.ok(endpoint);
-                let why = "MTS no longer knows the request (HTTP 404; it probably restarted)";
+                let all_relayed =
+                    relay && run.int("records_expected").is_some_and(|n| run.int("records_received").unwrap_or(0) >= n);
+                if all_relayed {
+                    // MTS's cleanup deleted a request whose records all reached the relay.
+                    engine
+                        .update_run(id, |r| {
+                            r.set("state", "done");
+                            r.set("mts_status", "deleted_by_mts");
+                            r.set(
+                                "error_message",
+                                "MTS no longer knows the request, but the relay received all of its records",
+                            );
+                        })
+                        .await?;
+                    return Ok(());
+                }
+                let why =
+                    "MTS no longer knows the request (HTTP 404; it restarted, or its cleanup deleted the request)";
                 return engine.resubmit(&run, why, "lost", |lost, retry| input.carry(lost, retry)).await;
             }
             StatusOutcome::Transient(message) => {
@@ -302,11 +323,12 @@ async fn track<I: Input>(engine: &Engine, id: u64, input: &I, admission: &Admiss
                 }
             }
         }
+        let sleep = if processing { engine.config.poll_min } else { wait };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(sleep) => {}
             () = engine.cancel.cancelled() => return Ok(()),
         }
-        wait = (wait * 2).min(engine.config.poll_max);
+        wait = if processing { engine.config.poll_min } else { (wait * 2).min(engine.config.poll_max) };
     }
 }
 

@@ -31,6 +31,8 @@ pub const GAP: &str = "_gap";
 pub const TILES: &str = "_tiles";
 /// The hidden value holding a run's creation time in milliseconds.
 pub const CREATED_MS: &str = "_created_ms";
+/// Hidden value: how many times MTS lost this window before (a resubmission carries it).
+pub const LOST: &str = "_lost";
 
 pub fn state(run: &Record) -> &str {
     run.str("state").unwrap_or("queued")
@@ -402,6 +404,14 @@ impl Engine {
         let (Some(start), Some(end)) = (time(run, "window_start"), time(run, "window_end")) else {
             return self.fail(run.id, "", why).await;
         };
+        let lost = run.int(LOST).unwrap_or(0) + 1;
+        if lost >= self.config.max_attempts {
+            let message = format!(
+                "{why}; MTS lost this window {lost} times, so it is not resubmitted again (if MTS's cleanup deletes requests before they are processed, raise its cleanupExpirySeconds)"
+            );
+            self.update_run(run.id, move |r| r.set("mts_status", "lost")).await?;
+            return self.fail(run.id, "", &message).await;
+        }
         let now = format_datetime(Utc::now());
         let (retry, closed) = {
             let _guard = self.store.write_lock();
@@ -411,6 +421,7 @@ impl Engine {
             }
             let mut retry = new_run(self.store.next_id(MODEL)?, connector_id(run), "retry", start, end, &now);
             retry.set("retry_of_id", run.id);
+            retry.set(LOST, lost);
             retry.set("error_message", format!("resubmits run #{}: {why}", run.id));
             if tiles(run) {
                 retry.set(TILES, true);
