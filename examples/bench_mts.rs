@@ -18,7 +18,7 @@
 #[path = "support/bench.rs"]
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -64,7 +64,7 @@ async fn delivered(odoo: &FakeOdoo, n: usize, t0: Instant, limit: Duration) -> f
 /// Imports `[start, end)` through the service and answers the records/s until every
 /// token reached the target (and the requests the service sent).
 async fn through_service(
-    bin: &PathBuf,
+    bin: &Path,
     extra: &[String],
     c: Value,
     odoo: &FakeOdoo,
