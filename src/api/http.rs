@@ -214,6 +214,10 @@ async fn route_request(
     if let Some(run) = path.strip_prefix("/relay/") {
         return Ok(relay(&app, run, req).await);
     }
+    // Odoo's XML-RPC external API: its own module, over the same dispatch as /jsonrpc.
+    if path == "/xmlrpc" || path.starts_with("/xmlrpc/") {
+        return Ok(super::xmlrpc::handle(&app, req).await);
+    }
     if !is_rpc_path(&path) {
         return Ok(json_response(StatusCode::NOT_FOUND, json!({"error": format!("no route {path}")})));
     }
