@@ -208,7 +208,7 @@ async fn metrics_count_calls_runs_records_and_upstream_calls_without_personal_da
     assert_eq!(calls("mts.connector.action_import", "ok"), 1.0);
     assert!(calls("mts.connector.run.search_read", "ok") >= 1.0);
     assert_eq!(calls("mts.connector.read", "AccessDenied"), 1.0);
-    assert_eq!(calls("other", "KeyError"), 1.0, "an unknown model is not a label value");
+    assert_eq!(calls("other", "UserError"), 1.0, "an unknown model is not a label value");
     assert!(value(&m, "mtsc_rpc_call_duration_seconds_count", &[("method", "mts.connector.create")]) >= 1.0);
     // Runs by state, state changes, windows and records.
     assert_eq!(value(&m, "mtsc_runs", &[("state", "done")]), done as f64);

@@ -206,7 +206,7 @@ async fn faults_carry_odoos_codes_and_strings_on_both_endpoints() {
         (kw(M, "read", json!([[999_999]])), "odoo.exceptions.MissingError", 2, missing),
         (kw("mts.connector.run", "create", json!([{"state": "done"}])), "odoo.exceptions.AccessError", 4, access),
         (kw(M, "frobnicate", json!([])), "builtins.AttributeError", 1, None),
-        (kw("res.partner", "search", json!([[]])), "builtins.KeyError", 1, None),
+        (kw("res.partner", "search", json!([[]])), "odoo.exceptions.UserError", 2, user),
         (kw(M, "search", json!([[["nope", "=", 1]]])), "builtins.ValueError", 1, None),
         (kw(M, "read", json!(["not ids"])), "builtins.TypeError", 1, None),
         (service("common", "frobnicate"), "builtins.AttributeError", 1, None),

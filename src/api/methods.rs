@@ -10,6 +10,7 @@ use super::orm::{self, Reader};
 use super::{App, version};
 use crate::model::connector::{self, Action};
 use crate::model::domain::Domain;
+use crate::model::fields::ModelDef;
 use crate::model::parse_datetime;
 
 /// `/jsonrpc` with `{service, method, args}`.
@@ -36,6 +37,11 @@ pub async fn jsonrpc(app: &App, params: &Value) -> Result<Value, OdooError> {
                 return Err(OdooError::AccessDenied);
             }
             let (model, model_method) = (str_arg(3), str_arg(4));
+            // Odoo's execute_cr: an unknown model is a UserError here (a KeyError only
+            // on the web client's /web/dataset/call_kw).
+            if model != "ir.model" && orm::model_def(model).is_none() {
+                return Err(OdooError::User(format!("Object {model} doesn't exist")));
+            }
             let empty_kwargs = Map::new();
             if method == "execute" {
                 call(app, model, model_method, &args[5..], &empty_kwargs).await
@@ -88,6 +94,10 @@ pub async fn call(
     let reader = Reader { store: &app.store, model: def };
     let now = Utc::now();
     let value = match method {
+        "check_access_rights" => {
+            let operation = a.opt_str(0, "operation")?.unwrap_or("read");
+            check_access_rights(def, operation, a.get(1, "raise_exception").is_none_or(|v| v.as_bool() != Some(false)))?
+        }
         "fields_get" => {
             let only = a.fields(0, "allfields")?;
             let attributes = a.fields(1, "attributes")?;
@@ -172,6 +182,23 @@ pub async fn call(
         _ => return Err(unknown_method(model, method)),
     };
     Ok(value)
+}
+
+/// `check_access_rights(operation, raise_exception=True)`: the API user may read every
+/// model and change the writable ones.
+fn check_access_rights(def: &ModelDef, operation: &str, raise: bool) -> Result<Value, OdooError> {
+    let allowed = match operation {
+        "read" => true,
+        "create" | "write" | "unlink" => def.writable,
+        other => return Err(OdooError::Value(format!("Invalid access mode {other:?}"))),
+    };
+    if !allowed && raise {
+        return Err(OdooError::Access(format!(
+            "You are not allowed to {operation} {} records: the service keeps them",
+            def.name
+        )));
+    }
+    Ok(Value::Bool(allowed))
 }
 
 fn unknown_method(model: &str, method: &str) -> OdooError {
@@ -310,6 +337,17 @@ fn copy_connector(
     Ok(new_id)
 }
 
+/// `ir.model` as a model definition, for what the generic checks need of it.
+static IR_MODEL: ModelDef = ModelDef {
+    name: "ir.model",
+    description: "Models",
+    fields: &[],
+    rec_name: Some("name"),
+    writable: false,
+    validate: None,
+    check_unlink: None,
+};
+
 /// `ir.model`: the models this server holds, for clients that look them up first.
 fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
     let rows: Vec<Value> = orm::models()
@@ -334,6 +372,11 @@ fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
         "search" => Ok(hits.iter().map(|r| r["id"].clone()).collect()),
         "search_count" => Ok(Value::from(hits.len())),
         "search_read" | "read" => Ok(hits.into_iter().cloned().collect()),
+        "check_access_rights" => {
+            let operation = a.opt_str(0, "operation")?.unwrap_or("read");
+            let raise = a.get(1, "raise_exception").is_none_or(|v| v.as_bool() != Some(false));
+            check_access_rights(&IR_MODEL, operation, raise)
+        }
         "fields_get" => Ok(json!({
             "model": {"type": "char", "string": "Model", "required": true, "readonly": true},
             "name": {"type": "char", "string": "Model Description", "required": true, "readonly": true},

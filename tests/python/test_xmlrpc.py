@@ -78,6 +78,22 @@ def test_logging_in(api):
 # -- "Calling methods" -------------------------------------------------------------------------
 
 
+def test_calling_methods_check_access_rights(api, models):
+    """The page's first call: may the user read the model?"""
+    url, db, username, password = api
+    uid = xmlrpc.client.ServerProxy("{}/xmlrpc/2/common".format(url)).authenticate(db, username, password, {})
+    check = "check_access_rights"
+    assert models.execute_kw(db, uid, password, "mts.connector", check, ["read"], {"raise_exception": False})
+    assert models.execute_kw(db, uid, password, "mts.connector", check, ["write"], {"raise_exception": False})
+    # Runs are kept by the service: readable, not writable.
+    assert models.execute_kw(db, uid, password, "mts.connector.run", check, ["read"])
+    runs_write = models.execute_kw(db, uid, password, "mts.connector.run", check, ["write"], {"raise_exception": False})
+    assert runs_write is False
+    with pytest.raises(xmlrpc.client.Fault) as refused:
+        models.execute_kw(db, uid, password, "mts.connector.run", check, ["unlink"])
+    assert refused.value.faultCode == 4
+
+
 def test_list_count_and_paginate(api, models, survey_ids):
     url, db, username, password = api
     uid, ids = survey_ids
@@ -206,9 +222,11 @@ def test_faults_on_xmlrpc_2_have_odoos_integer_codes(api, models, survey_ids):
     models.execute_kw(db, uid, password, "mts.connector", "action_stop", [[ids[1]]])
     read_only = fault(kw("mts.connector.run", "create", [{"state": "done"}]))
     assert read_only.faultCode == 4
+    # Odoo's execute_kw: an unknown model is a UserError ("Object ... doesn't exist").
+    unknown = fault(kw("res.partner", "search", [[]]))
+    assert unknown.faultCode == 2 and "Object res.partner doesn't exist" in unknown.faultString
     for call, exception in [
         (kw("mts.connector", "no_such_method", [[ids[0]]]), "AttributeError"),
-        (kw("res.partner", "search", [[]]), "KeyError"),
         (kw("mts.connector", "search", [[["no_such_field", "=", 1]]]), "ValueError"),
     ]:
         err = fault(call)
