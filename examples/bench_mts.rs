@@ -150,8 +150,11 @@ async fn real(bin: PathBuf, workers: usize) {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let mut direct_rates = Vec::new();
     let mut service_rates = Vec::new();
-    for _ in 0..rounds {
-        for through in ["direct", "service"] {
+    // Round 0 warms MTS up (its first requests are slower) and is not counted; the order
+    // alternates so that neither side always runs first.
+    for round in 0..=rounds {
+        let order = if round % 2 == 0 { ["direct", "service"] } else { ["service", "direct"] };
+        for through in order {
             let odk = FakeOdk::start(ODK_EMAIL, ODK_PW).await.expect("fake odk");
             odk.add_form(PROJECT, FORM);
             let odoo = FakeOdoo::start(ODOO_DB, "admin", ODOO_PW).await.expect("fake odoo");
@@ -184,6 +187,12 @@ async fn real(bin: PathBuf, workers: usize) {
                 direct_rates.push(n as f64 / secs);
             } else {
                 service_rates.push(through_service(&bin, &flags(), c, &odoo, n, start, end).await);
+            }
+            let rates = if through == "direct" { &mut direct_rates } else { &mut service_rates };
+            let last = rates.last().copied().unwrap_or(0.0);
+            eprintln!("round {round}: {workers} workers, {through}: {last:.1} records/s");
+            if round == 0 {
+                rates.pop();
             }
         }
     }
