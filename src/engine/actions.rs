@@ -1,5 +1,5 @@
 //! What the API's connector actions ask of the engine: react to start/stop, manual
-//! import, run now, test the connection, preview the next window.
+//! import, run now, cancel runs, test the connection, preview the next window.
 
 use std::time::Duration;
 
@@ -40,6 +40,35 @@ impl Engine {
                     }
                 }
             }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// `mts.connector.run.action_cancel`: cancels queued and retrying runs whatever
+    /// their connector's job status (a run queued by Run now on a stopped connector
+    /// would otherwise retry on). A run MTS already took, or one that ended, is refused
+    /// with a `UserError` and nothing is cancelled: MTS's requests are tracked to their end.
+    pub async fn cancel_runs(&self, ids: &[u64]) -> Result<(), ActionError> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let run = self.run(*id).ok_or_else(|| {
+                ActionError::Model(ModelError::Missing(format!(
+                    "Record does not exist or has been deleted.\n(Record: mts.connector.run({id},))"
+                )))
+            })?;
+            match state(&run) {
+                "queued" | "retrying" => runs.push(*id),
+                "submitted" => {
+                    return Err(user(format!(
+                        "Run {id} cannot be cancelled: MTS has taken its request; it is followed to its end."
+                    )));
+                }
+                other => return Err(user(format!("Run {id} cannot be cancelled: it has ended ({other})."))),
+            }
+        }
+        for id in runs {
+            runner::cancel(self, id, "cancelled by the user").await?;
         }
         self.wake.notify_one();
         Ok(())
