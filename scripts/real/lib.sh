@@ -3,7 +3,7 @@
 #
 # - real_src NAME VAR ARCHIVE TOP: the source tree of a real system: $VAR when the user set it
 #   (their own checkout), else ../shared/vendor/ARCHIVE unpacked once into $REAL_CACHE/src/TOP.
-#   Prints the path; returns 1 with the reason in REAL_SKIP when neither is there.
+#   Sets REAL_PATH to it; returns 1 with the reason in REAL_SKIP when neither is there.
 # - real_port: a free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 # - real_apt PKG...: installs the Debian packages that are missing (apt-get; sudo when not root).
 # - real_venv DIR PYTHON STAMP: makes a venv in DIR unless DIR/.stamp holds STAMP already (a
@@ -29,7 +29,7 @@ real_src() {
     given=${!var:-}
     if [ -n "$given" ]; then
         if [ -d "$given" ]; then
-            (cd "$given" && pwd)
+            REAL_PATH=$(cd "$given" && pwd)
             return 0
         fi
         REAL_SKIP="$var=$given is not a directory"
@@ -49,7 +49,7 @@ real_src() {
         tar -xzf "$tarball" -C "$dest"
         echo "$stamp" >"$dest/$top.stamp"
     fi
-    echo "$dest/$top"
+    REAL_PATH=$dest/$top
 }
 
 real_port() {

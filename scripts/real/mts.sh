@@ -30,9 +30,10 @@
 MTS_PARTNER_ID=${MTS_PARTNER_ID:-mts-connector-real}
 MTS_VENV=$REAL_CACHE/venv-mts
 
-# Prints the MTS source dir, or returns 77 with REAL_SKIP set.
+# Sets MTS_DIR_SRC to the MTS source dir, or returns 77 with REAL_SKIP set.
 mts_src() {
     real_src "the MOSIP Token Seeder" MTS_SRC mosip-token-seeder-mts-mock.tar.gz mosip-token-seeder || return 77
+    MTS_DIR_SRC=$REAL_PATH
 }
 
 # mts_venv SRC: the venv, from MTS's requirements with the changes that make them install on
@@ -81,7 +82,8 @@ wrapt==1.16.0"
 # process group) and MTS_DIR; waits until MTS answers /ping.
 mts_start() {
     local workers=${1:-1} dir=${2:-} src port
-    src=$(mts_src) || return 77
+    mts_src || return 77
+    src=$MTS_DIR_SRC
     mts_venv "$src"
     if [ -z "$dir" ]; then
         mkdir -p "$REAL_CACHE/mts"
@@ -147,9 +149,8 @@ mts_main() {
     shift || true
     case "$cmd" in
     venv)
-        local src
-        src=$(mts_src) || { echo "SKIP: $REAL_SKIP" >&2; exit 77; }
-        mts_venv "$src"
+        mts_src || { echo "SKIP: $REAL_SKIP" >&2; exit 77; }
+        mts_venv "$MTS_DIR_SRC"
         ;;
     start | run)
         while [ $# -gt 0 ]; do
@@ -160,7 +161,7 @@ mts_main() {
             *) echo "unknown option $1" >&2; exit 2 ;;
             esac
         done
-        if ! mts_src >/dev/null; then
+        if ! mts_src; then
             echo "SKIP: $REAL_SKIP" >&2
             exit 77
         fi
