@@ -7,8 +7,9 @@
 # - odoo_venv: the Odoo venv in .real/venv-odoo from Odoo's requirements.txt, changed as
 #   ../shared/vendor/README.md says (psycopg2-binary, no python-ldap, setuptools < 70), plus
 #   websocket-client (HttpCase talks to Chromium over the DevTools websocket).
-# - pg_start: a fresh private cluster in .real/pg (initdb every run), owned by an unprivileged system
-#   user when run as root (PostgreSQL refuses root), on 127.0.0.1 and a free port, fsync off.
+# - pg_start: a fresh private cluster (initdb every run): in .real/pg, or, run as root, in a
+#   /tmp dir owned by an unprivileged system user (PostgreSQL refuses root); on 127.0.0.1 and
+#   a free port, fsync off.
 #   Exports PGHOST PGPORT PGUSER; the stop is pushed on real_cleanup.
 # - odoo_bin ARGS...: odoo-bin with the addons path (this project's odoo_addon, the OpenG2P
 #   modules, Odoo's addons) and the cluster's connection options.
@@ -68,13 +69,22 @@ pg_as() {
 }
 
 pg_start() {
-    local bin dir=$REAL_CACHE/pg
+    local bin dir
     bin=$(pg_bin)
     PG_OWNER=$(real_sysuser)
     # A fresh cluster (and Odoo file store) every run: databases never carry over (initdb ~2 s).
-    rm -rf "$dir" "$REAL_CACHE/odoo-data"
-    mkdir -p "$dir"
-    [ -n "$PG_OWNER" ] && chown "$PG_OWNER" "$dir"
+    # Run as root, the cluster lives under /tmp: the unprivileged owner may not be able to
+    # reach the checkout (e.g. under /root).
+    rm -rf "$REAL_CACHE/odoo-data"
+    if [ -n "$PG_OWNER" ]; then
+        dir=$(mktemp -d /tmp/mtsc-real-pg.XXXXXX)
+        chown "$PG_OWNER" "$dir"
+        real_cleanup_push "rm -rf '$dir'"
+    else
+        dir=$REAL_CACHE/pg
+        rm -rf "$dir"
+        mkdir -p "$dir"
+    fi
     pg_as "$bin/initdb" -D "$dir/data" -U odoo --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
     PGPORT=$(real_port)
     pg_as "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
