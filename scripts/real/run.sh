@@ -12,7 +12,8 @@
 # libtool libsqlcipher-dev; PyPI: the Odoo and MTS venvs, cached in .real/), starts a
 # private PostgreSQL 15 cluster (as an unprivileged system user), the real MTS
 # (MTS_WORKERS gunicorn workers, default 1), the service binary (target/debug), and runs:
-#   A. database A: install mts_connector with the registry modules, then g2p_mts (the
+#   A. database A: install mts_connector with the registry modules (its TransactionCase
+#      suites run there once without g2p_mts), then g2p_mts (the
 #      bridge mts_connector_g2p installs by itself); the install logs must hold no
 #      WARNING/ERROR line naming mts_connector; then every post_install test of
 #      mts_connector and mts_connector_g2p: TransactionCase tests (the double suite and
@@ -114,6 +115,10 @@ PORT_A=$(real_port)
 odoo_step install-a1 -d real_a -i mts_connector,g2p_registry_individual --http-port "$PORT_A" ||
     fail "install-a1"
 install_clean install-a1
+# mts_connector alone (no g2p_mts yet): its suites but the tours and end to end (run below).
+odoo_step tests-a0 -d real_a --test-enable --test-tags "/mts_connector,-mts_tour,-mts_e2e" --http-port "$PORT_A" ||
+    fail "tests-a0 (mts_connector without g2p_mts)"
+test_counts tests-a0
 odoo_step install-a2 -d real_a -i g2p_mts --http-port "$PORT_A" || fail "install-a2 (g2p_mts after mts_connector)"
 install_clean install-a2
 grep -q "module mts_connector_g2p: creating or updating database tables\|Loading module mts_connector_g2p\|mts_connector_g2p" "$LOGS/install-a2.log" ||
@@ -155,23 +160,26 @@ TOURS=$(c tests-a:TestTours)
 E2E=$(c tests-a:TestEndToEnd)
 COEX=$(($(c tests-a:TestCoexistence) + $(c tests-b:TestCoexistence)))
 TOKENS=$(grep -ho "MTSC-E2E [a-z]* tokens=[0-9]*" "$LOGS/tests-a.log" | awk -F= '{s+=$2} END {print s+0}')
-SKIPPED=$(($(c tests-a:skipped) + $(c tests-b:skipped)))
-ERRORS=$(($(c tests-a:failed) + $(c tests-b:failed)))
+SKIPPED=$(($(c tests-a0:skipped) + $(c tests-a:skipped) + $(c tests-b:skipped)))
+ERRORS=$(($(c tests-a0:failed) + $(c tests-a:failed) + $(c tests-b:failed)))
+ALONE=$(($(c tests-a0:TestRealService) + $(c tests-a0:TestViews) + $(c tests-a0:TestConnectorForwarding) +
+    $(c tests-a0:TestSettings) + $(c tests-a0:TestSynchronisation)))
 [ "$(c tests-a:TestRealService)" -ge 9 ] || fail "only $(c tests-a:TestRealService) real-service tests ran"
 [ "$TOURS" -ge 3 ] || fail "only $TOURS tours ran"
 [ "$E2E" -ge 2 ] || fail "only $E2E end-to-end tests ran"
 [ "$TOKENS" -ge 37 ] || fail "only $TOKENS end-to-end tokens landed"
 [ "$(c tests-a:TestCoexistence)" -ge 6 ] && [ "$(c tests-b:TestCoexistence)" -ge 6 ] ||
     fail "coexistence tests did not run in both install orders"
+[ "$(c tests-a0:TestRealService)" -ge 9 ] || fail "the real-service tests did not run without g2p_mts"
 [ "$SKIPPED" -eq 0 ] || fail "$SKIPPED tests were skipped"
 [ "$ERRORS" -eq 0 ] || fail "$ERRORS ERROR lines in the test logs"
 
-echo "real-tier: real-Odoo TransactionCase tests: $REAL_ODOO (against the real service: $(c tests-a:TestRealService))"
+echo "real-tier: real-Odoo TransactionCase tests: $REAL_ODOO with g2p_mts (against the real service: $(c tests-a:TestRealService)), $ALONE without it"
 echo "real-tier: HttpCase tours in headless Chromium: $TOURS"
 echo "real-tier: end-to-end tests: $E2E, tokens written into the real registry: $TOKENS"
 echo "real-tier: coexistence with g2p_mts: $(c tests-a:TestCoexistence) (g2p_mts after mts_connector) + $(c tests-b:TestCoexistence) (both at once), bridge uninstall restores g2p_mts"
 echo "real-tier: $(($(date +%s) - T0)) s in all"
-TOTAL=$((REAL_ODOO + TOURS + E2E + COEX))
+TOTAL=$((ALONE + REAL_ODOO + TOURS + E2E + COEX))
 if [ "$FAILED" != 0 ]; then
     for f in "$LOGS"/*.log; do
         echo "===== $f (ERROR/FAIL lines)"

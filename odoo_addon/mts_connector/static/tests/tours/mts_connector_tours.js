@@ -3,6 +3,7 @@
 // against the real connector service and the real MTS).
 
 import { registry } from "@web/core/registry";
+import { jsonrpc } from "@web/core/network/rpc_service";
 
 const tours = registry.category("web_tour.tours");
 const CONNECTORS = "/web#action=mts_connector.action_mts_connector";
@@ -42,10 +43,21 @@ tours.add("mts_connector_form_tour", {
             run() {},
         },
         {
-            content: "Run now is hidden while the first run is open; let the scheduler fire, then reload",
+            content: "Wait for the service's scheduler to queue the first run, then reload the form",
             trigger: "button[name=action_stop]",
             async run() {
-                await wait(3000);
+                for (let i = 0; i < 60; i++) {
+                    const [rec] = await jsonrpc("/web/dataset/call_kw/mts.connector/search_read", {
+                        model: "mts.connector",
+                        method: "search_read",
+                        args: [[["name", "=", "Tour connector"]], ["run_ids"]],
+                        kwargs: {},
+                    });
+                    if (rec && rec.run_ids.length) {
+                        break;
+                    }
+                    await wait(500);
+                }
                 window.location.reload();
             },
         },
