@@ -16,7 +16,8 @@
 # -w N: gunicorn workers (default 1; the MTS image runs 4). Each worker has its own in-memory
 #   request queue, so a status poll may reach another worker than the POST: MTS's own design.
 # -d DIR: where this instance keeps its sqlcipher db, logs and pid file (default a new dir
-#   under .real/mts/). gunicorn's output goes to DIR/gunicorn.log.
+#   under .real/mts/, removed at stop unless MTS_KEEP=1). gunicorn's output goes to
+#   DIR/gunicorn.log.
 # Environment: MTS_SRC (a checkout of mosip-token-seeder; default: unpack
 #   ../shared/vendor/mosip-token-seeder-mts-mock.tar.gz into .real/src), MTS_PARTNER_ID (the
 #   partner id mixed into the mock's tokens: base64url(SHA3-256(vid + partner_id)), default
@@ -32,7 +33,7 @@ MTS_VENV=$REAL_CACHE/venv-mts
 
 # Sets MTS_DIR_SRC to the MTS source dir, or returns 77 with REAL_SKIP set.
 mts_src() {
-    real_src "the MOSIP Token Seeder" MTS_SRC mosip-token-seeder-mts-mock.tar.gz mosip-token-seeder || return 77
+    real_src "MOSIP Token Seeder" MTS_SRC mosip-token-seeder-mts-mock.tar.gz mosip-token-seeder || return 77
     MTS_DIR_SRC=$REAL_PATH
 }
 
@@ -88,6 +89,7 @@ mts_start() {
     if [ -z "$dir" ]; then
         mkdir -p "$REAL_CACHE/mts"
         dir=$(mktemp -d "$REAL_CACHE/mts/mts.XXXXXX")
+        touch "$dir/.auto" # removed at stop (unless MTS_KEEP=1)
     fi
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
@@ -142,6 +144,9 @@ mts_stop() {
     # The workers are in the master's process group (setsid made the master its leader).
     kill -KILL -- "-$pid" 2>/dev/null || true
     rm -f "$dir/pid"
+    if [ -f "$dir/.auto" ] && [ -z "${MTS_KEEP:-}" ]; then
+        rm -rf "$dir"
+    fi
 }
 
 mts_main() {

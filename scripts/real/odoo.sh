@@ -22,7 +22,7 @@ ODOO_VENV=$REAL_CACHE/venv-odoo
 odoo_srcs() {
     real_src "Odoo 17" ODOO_SRC odoo-17.0-community-subset.tar.gz odoo17 || return 77
     ODOO_DIR=$REAL_PATH
-    real_src "the OpenG2P registry modules" G2P_SRC openg2p-registry-17.0-1.3-subset.tar.gz openg2p-registry || return 77
+    real_src "OpenG2P registry modules" G2P_SRC openg2p-registry-17.0-1.3-subset.tar.gz openg2p-registry || return 77
     G2P_DIR=$REAL_PATH
     local m
     for m in g2p_registry_base g2p_registry_individual g2p_mts; do

@@ -48,7 +48,7 @@ cargo build --locked --bins -q
 BIN=$REAL_ROOT/target/debug/mts-connector
 
 pg_start
-mts_start "${MTS_WORKERS:-1}"
+mts_start "${MTS_WORKERS:-1}" "$LOGS/mts"
 
 # The service binary, with fast retries so the tests do not wait for backoff.
 SVC_DIR=$(mktemp -d "$REAL_CACHE/service.XXXXXX")
