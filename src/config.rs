@@ -47,6 +47,26 @@ pub enum Command {
     Import(ImportArgs),
     /// List the runs of one connector of a running service, newest first.
     Runs(RunsArgs),
+    /// A fake ODK Central on 127.0.0.1 for the integration tier against the real MTS
+    /// (scripts/real): prints one JSON line with its URLs, serves until SIGTERM.
+    #[command(hide = true)]
+    FakeOdk(FakeOdkArgs),
+}
+
+/// `fake-odk`: one web user, one form, the submissions of a seed file.
+#[derive(Debug, Clone, Args)]
+pub struct FakeOdkArgs {
+    #[arg(long, default_value = "collector@example.org")]
+    pub email: String,
+    #[arg(long, default_value = "odk-password")]
+    pub password: String,
+    #[arg(long, default_value = "1")]
+    pub project: String,
+    #[arg(long, default_value = "registration")]
+    pub form: String,
+    /// JSON file: a list of {"submission_date": "YYYY-MM-DD HH:MM:SS" (UTC), "fields": {...}}
+    #[arg(long)]
+    pub seed: Option<std::path::PathBuf>,
 }
 
 /// Where the running service is and how to authenticate to it (the operator commands).

@@ -178,6 +178,10 @@ pub async fn call(
             log_change(def.name, "unlink", &ids);
             Value::Bool(true)
         }
+        "action_cancel" if def.name == crate::model::run::MODEL => {
+            app.engine.cancel_runs(&a.ids(0, "ids")?).await?;
+            Value::Bool(true)
+        }
         _ if def.name == connector::MODEL => return connector_method(app, method, &a).await,
         _ => return Err(unknown_method(model, method)),
     };

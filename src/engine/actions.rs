@@ -1,5 +1,5 @@
 //! What the API's connector actions ask of the engine: react to start/stop, manual
-//! import, run now, test the connection, preview the next window.
+//! import, run now, cancel runs, test the connection, preview the next window.
 
 use std::time::Duration;
 
@@ -40,6 +40,54 @@ impl Engine {
                     }
                 }
             }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// `mts.connector.run.action_cancel`: cancels queued and retrying runs whatever
+    /// their connector's job status (a run queued by Run now on a stopped connector
+    /// would otherwise retry on). A run MTS already took, or one that ended, is refused
+    /// with a `UserError` and nothing is cancelled: MTS's requests are tracked to their end.
+    pub async fn cancel_runs(&self, ids: &[u64]) -> Result<(), ActionError> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let run = self.run(*id).ok_or_else(|| {
+                ActionError::Model(ModelError::Missing(format!(
+                    "Record does not exist or has been deleted.\n(Record: mts.connector.run({id},))"
+                )))
+            })?;
+            match state(&run) {
+                "queued" | "retrying" => runs.push(*id),
+                "submitting" => {
+                    return Err(user(format!(
+                        "Run {id} is being sent to MTS right now; it can be cancelled while it waits, not meanwhile."
+                    )));
+                }
+                "submitted" => {
+                    return Err(user(format!(
+                        "Run {id} cannot be cancelled: MTS has taken its request; it is followed to its end."
+                    )));
+                }
+                other => return Err(user(format!("Run {id} cannot be cancelled: it has ended ({other})."))),
+            }
+        }
+        // The parts of a cancelled split window, or the pages of a cancelled walk, that
+        // have not gone to MTS yet go with it.
+        let connectors: std::collections::BTreeSet<u64> =
+            runs.iter().filter_map(|id| self.run(*id)).map(|r| super::runs::connector_id(&r)).collect();
+        let pages: Vec<u64> = connectors
+            .into_iter()
+            .flat_map(|c| self.open_runs(c))
+            .filter(|p| {
+                self.run(*p).is_some_and(|p| {
+                    p.int("split_of_id").is_some_and(|w| runs.contains(&(w as u64)))
+                        && matches!(state(&p), "queued" | "retrying")
+                })
+            })
+            .collect();
+        for id in runs.into_iter().chain(pages) {
+            self.cancel(id, "cancelled by the user").await?;
         }
         self.wake.notify_one();
         Ok(())

@@ -32,6 +32,8 @@ const AUTH_TYPES: &[(&str, &str)] =
     &[("none", "None"), ("odoo", "Odoo"), ("oauth", "OAuth"), ("staticBearer", "Static Bearer")];
 const CALLBACK_MODES: &[(&str, &str)] =
     &[("direct", "Direct (MTS calls the target)"), ("relay", "Relay (through this service)")];
+const DELIVERY_TARGETS: &[(&str, &str)] =
+    &[("http", "HTTP callback (Callback URL)"), ("registry", "Registry (g2p.reg.id over JSON-RPC)")];
 
 pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("name", "Name", T::Char).required(),
@@ -71,6 +73,10 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("callback_timeout", "Callback Timeout", T::Integer).default_int(10),
     FieldDef::new("callback_authtype", "Callback Auth Type", T::Selection(AUTH_TYPES)).default_str("odoo"),
     FieldDef::new("callback_mode", "Callback Mode", T::Selection(CALLBACK_MODES)).default_str("direct"),
+    FieldDef::new("delivery_target", "Delivery Target", T::Selection(DELIVERY_TARGETS)).default_str("http").help(
+        "Relay mode: http sends each record to the callback URL; registry writes each token into the registry \
+         (odoo_url) as the registrant's uin_token_id_type id, created or updated.",
+    ),
     FieldDef::new("callback_in_bulk", "Callbacks in Bulk", T::Boolean)
         .default_bool(false)
         .help("MTS sends all records of a request in one call (callInBulk) instead of one call per record."),
@@ -243,7 +249,12 @@ fn validate_required_by_form(rec: &Record) -> Result<(), ModelError> {
         ]),
         _ => {}
     }
-    if rec.str("delivery_type") == Some("callback") {
+    let registry_target = rec.str("delivery_target") == Some("registry");
+    if registry_target {
+        validate_registry_target(rec)?;
+        needed.extend(["odoo_url", "odoo_database", "odoo_username", "odoo_password", "uin_token_id_type"]);
+    }
+    if rec.str("delivery_type") == Some("callback") && !registry_target {
         needed.extend(["callback_url", "callback_httpmethod", "callback_timeout", "callback_authtype"]);
         match rec.str("callback_authtype") {
             Some("odoo") => needed.extend([
@@ -268,6 +279,25 @@ fn validate_required_by_form(rec: &Record) -> Result<(), ModelError> {
         if !set {
             return Err(invalid(field, "is required with the connector's other choices"));
         }
+    }
+    Ok(())
+}
+
+/// A registry target writes tokens itself: only the relay can do that, and an ODK
+/// record names its registrant only through the output format (`partner_id`).
+fn validate_registry_target(rec: &Record) -> Result<(), ModelError> {
+    if rec.str("callback_mode") != Some("relay") {
+        return Err(invalid(
+            "delivery_target",
+            "registry needs callback_mode = relay: in direct mode MTS calls the callback URL itself",
+        ));
+    }
+    if rec.str("input_type") == Some("odk") && rec.str("output_format").is_none_or(|f| f.trim().is_empty()) {
+        return Err(invalid(
+            "delivery_target",
+            "registry with ODK input needs an output format naming the registrant, \
+             e.g. {partner_id: (.input.registrant_id | tonumber)}",
+        ));
     }
     Ok(())
 }
@@ -411,6 +441,40 @@ mod tests {
     #[test]
     fn a_complete_connector_is_valid() {
         validate(&base(), Utc::now()).unwrap();
+    }
+
+    fn registry_target(input: &str) -> Record {
+        let mut r = base();
+        r.set("input_type", input);
+        r.set("delivery_target", "registry");
+        r.set("callback_mode", "relay");
+        r.set("odoo_url", "https://registry.example.org");
+        r.set("odoo_database", "openg2p");
+        r.set("odoo_username", "mts");
+        r.secrets.insert("odoo_password".into(), crate::secret::Secret::new("pw"));
+        r.values.remove("callback_url");
+        r
+    }
+
+    #[test]
+    fn a_registry_target_needs_no_callback_url_but_the_relay_and_the_registry_login() {
+        validate(&registry_target("custom"), Utc::now()).unwrap();
+        let mut direct = registry_target("custom");
+        direct.set("callback_mode", "direct");
+        let e = validate(&direct, Utc::now()).unwrap_err().to_string();
+        assert!(e.contains("delivery_target") && e.contains("relay"), "{e}");
+        let mut no_login = registry_target("custom");
+        no_login.values.remove("odoo_username");
+        let e = validate(&no_login, Utc::now()).unwrap_err().to_string();
+        assert!(e.contains("odoo_username"), "{e}");
+        let e = validate(&registry_target("odk"), Utc::now()).unwrap_err().to_string();
+        assert!(e.contains("output format naming the registrant"), "{e}");
+        let mut odk = registry_target("odk");
+        odk.set("output_format", "{partner_id: (.input.registrant_id | tonumber)}");
+        validate(&odk, Utc::now()).unwrap();
+        let mut bad = registry_target("custom");
+        let vals = serde_json::json!({"delivery_target": "ftp"});
+        assert!(crate::model::apply_vals(&CONNECTOR, &mut bad, vals.as_object().unwrap()).is_err());
     }
 
     #[test]

@@ -137,6 +137,15 @@ async fn attempt(engine: &Engine, d: &Record) -> Outcome {
         Ok(body) => body,
         Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
     };
+    if c.str("delivery_target") == Some("registry") {
+        // The token goes into the registry's g2p.reg.id itself, not to a callback URL.
+        use super::registry_target::{TargetError, deliver};
+        return match deliver(&c, &payload, &body).await {
+            Ok(_) => Outcome::Delivered,
+            Err(TargetError::Transient(error)) => Outcome::Retry { status: None, error },
+            Err(TargetError::Refused(error)) => Outcome::Failed { status: None, error },
+        };
+    }
     let timeout = Duration::from_secs(c.int("callback_timeout").unwrap_or(10).max(1) as u64);
     // One fresh login when the target refuses the session: it may have expired.
     for fresh_login in [false, true] {

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod deliver;
 pub mod intake;
+pub mod registry_target;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -112,11 +113,15 @@ impl Queue {
     }
 }
 
-/// The callback URL of a delivery's connector: its queue.
+/// The callback URL of a delivery's connector (the registry's URL for a registry
+/// target): its queue.
 pub fn target_of(store: &Store, connector: u64) -> String {
     store
         .get(crate::model::connector::MODEL, connector)
-        .and_then(|c| c.str("callback_url").map(str::to_string))
+        .and_then(|c| {
+            let field = if c.str("delivery_target") == Some("registry") { "odoo_url" } else { "callback_url" };
+            c.str(field).map(str::to_string)
+        })
         .unwrap_or_default()
 }
 

@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """``mts.connector.run``: one window sent to MTS and tracked, as the service reports it."""
 
-from odoo import fields, models
+from odoo import _, fields, models
 
 from .connector_spec import RUN_STATES as STATES
 
@@ -64,3 +64,21 @@ class MtsConnectorRun(models.TransientModel):
     error_message = fields.Text(readonly=True)
     service_create_date = fields.Datetime(string="Queued on", readonly=True)
     done_date = fields.Datetime(string="Done on", readonly=True)
+
+    def action_cancel(self):
+        """Cancels these queued or retrying runs in the service, whatever the connector's
+        job status; the service refuses (a warning) runs MTS has taken already."""
+        self.mapped("connector_id")._check_may_act()
+        if self:
+            self.env["mts.connector.service"].call("mts.connector.run", "action_cancel", [self.mapped("service_id")])
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("MTS Connector"),
+                "message": _("Run cancelled."),
+                "type": "success",
+                "sticky": False,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
