@@ -350,6 +350,11 @@ async fn odoo_down_mid_walk_retries_and_resumes_from_the_last_page() {
     assert!(message.contains("answered HTTP 503"), "{message}");
     let walk = w.walks(id).await.remove(0);
     assert_eq!(int(&walk["records_sent"]), 800, "progress is kept: {walk}");
+    // The connector's last run is the walk, still at work, not a cancelled page.
+    let c = &w.svc.connector("read", json!([[id], ["last_run_id"]])).await[0];
+    assert_eq!(c["last_run_id"][0], walk["id"], "{c}");
+    assert!(!terminal(&walk), "{walk}");
+    assert!(w.runs(id).await.iter().all(|r| r["state"] != "cancelled"), "no page was cancelled by the outage");
     w.reg.set_down(false);
     let walk = walk_ended(&w, id, 1).await;
     assert_eq!(walk["state"], "done", "{walk}");
