@@ -95,6 +95,7 @@ SERVICE_FIELDS = (
     "settle_seconds",
     "mts_timeout",
     "max_records_per_request",
+    "mts_max_parallel",
     "odk_base_url",
     "odk_odata_url",
     "odk_email",

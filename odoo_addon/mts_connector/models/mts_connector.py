@@ -75,7 +75,13 @@ class MtsConnector(models.Model):
 
     # -- the fields of the service's connector (same names, labels, defaults) ------
     name = fields.Char(required=True)
-    mts_url = fields.Char(string="URL to reach MTS", required=True, default=DEFAULT_MTS_URL)
+    mts_url = fields.Char(
+        string="URL to reach MTS",
+        required=True,
+        default=DEFAULT_MTS_URL,
+        help="One MTS base URL, or several separated by commas (e.g. the pods of an MTS StatefulSet): "
+        "requests go to the least busy one that is up, and each is tracked where it went.",
+    )
     input_type = fields.Selection(INPUT_TYPES, string="MTS Input Type", required=True)
     mapping = fields.Text(required=True, default=DEFAULT_MAPPING)
     output_type = fields.Selection(OUTPUT_TYPES, string="MTS Output Type", required=True, default="json")
@@ -119,6 +125,12 @@ class MtsConnector(models.Model):
     )
     mts_timeout = fields.Integer(string="MTS Timeout (s)", default=300)
     max_records_per_request = fields.Integer(string="Max Records per MTS Request", default=500)
+    mts_max_parallel = fields.Integer(
+        string="Parallel MTS Requests",
+        default=4,
+        help="Requests of this connector in MTS at once: the parts of a split window, "
+        "the windows of an import, the pages of a registry walk.",
+    )
     odk_base_url = fields.Char(string="ODK Base URL")
     odk_odata_url = fields.Char(string="ODK OData URL")
     odk_email = fields.Char(string="ODK Email")
