@@ -39,6 +39,9 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("next_attempt_at", "Next Attempt", T::Datetime).readonly(),
     FieldDef::new("mts_request_id", "MTS Request ID", T::Char).readonly(),
     FieldDef::new("mts_status", "MTS Status", T::Char).readonly(),
+    FieldDef::new("mts_endpoint", "MTS Endpoint", T::Char)
+        .readonly()
+        .help("The MTS URL (of the connector's pool) that took the request; its status is polled there."),
     FieldDef::new("records_expected", "Records Expected", T::Integer).readonly(),
     FieldDef::new("records_sent", "Records Sent", T::Integer).readonly(),
     FieldDef::new("pages_done", "Pages Done", T::Integer).readonly(),

@@ -31,6 +31,7 @@ class MtsConnectorRun(models.TransientModel):
         "next_attempt_at": "next_attempt_at",
         "mts_request_id": "mts_request_id",
         "mts_status": "mts_status",
+        "mts_endpoint": "mts_endpoint",
         "records_expected": "records_expected",
         "records_sent": "records_sent",
         "pages_done": "pages_done",
@@ -53,6 +54,7 @@ class MtsConnectorRun(models.TransientModel):
     next_attempt_at = fields.Datetime(string="Next Attempt", readonly=True)
     mts_request_id = fields.Char(string="MTS Request ID", readonly=True)
     mts_status = fields.Char(string="MTS Status", readonly=True)
+    mts_endpoint = fields.Char(string="MTS Endpoint", readonly=True)
     records_expected = fields.Integer(readonly=True)
     records_sent = fields.Integer(readonly=True)
     pages_done = fields.Integer(readonly=True)
