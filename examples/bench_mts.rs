@@ -23,12 +23,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use mts_connector::fakes::{FakeMts, FakeOdk, FakeOdoo};
-use mts_connector::model::fields::Record;
-use mts_connector::model::format_datetime;
 use mts_connector::mts::{Input, Secrets, build_request};
-use mts_connector::secret::Secret;
 use serde_json::{Value, json};
-use support::{ODK_EMAIL, ODK_PW, ODOO_DB, ODOO_PW, Svc, rpc};
+use support::{ODK_EMAIL, ODK_PW, ODOO_DB, ODOO_PW, Svc};
 
 const PROJECT: &str = "1";
 const FORM: &str = "registration";
@@ -75,35 +72,14 @@ async fn through_service(
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let svc = Svc::start(bin, &extra);
     let http = reqwest::Client::new();
-    let id = rpc(&http, &svc.url, "mts.connector", "create", json!([c]), json!({})).await;
     let t0 = Instant::now();
-    rpc(
-        &http,
-        &svc.url,
-        "mts.connector",
-        "action_import",
-        json!([[id], format_datetime(start), format_datetime(end)]),
-        json!({}),
-    )
-    .await;
+    support::create_and_import(&http, &svc.url, &c, start, end).await;
     let secs = delivered(odoo, n, t0, Duration::from_secs(900)).await;
     if let Ok(path) = std::env::var("BENCH_KEEP_LOG") {
         let _ = std::fs::copy(&svc.log, path);
     }
     svc.stop();
     n as f64 / secs
-}
-
-fn record_of(c: &Value) -> Record {
-    let mut r = Record::default();
-    for (k, v) in c.as_object().expect("object") {
-        if k == "odk_password" || k == "callback_auth_password" {
-            r.secrets.insert(k.clone(), Secret::new(v.as_str().unwrap_or_default()));
-        } else {
-            r.set(k, v.clone());
-        }
-    }
-    r
 }
 
 async fn pool(bin: PathBuf, sizes: Vec<usize>, ms_per_record: u64, seconds: u64) {
@@ -164,7 +140,7 @@ async fn real(bin: PathBuf, workers: usize) {
             let c = connector(&odk, &odoo, &mts_url, per_request, requests);
             if through == "direct" {
                 // The baseline: the four windows of 150 posted at once.
-                let rec = record_of(&c);
+                let rec = support::record(&c);
                 let http = reqwest::Client::new();
                 let url = format!("{}/authtoken/odk", mts_url.trim_end_matches('/'));
                 let t0 = Instant::now();
