@@ -266,9 +266,13 @@ impl Engine {
         let mut changed = Vec::new();
         {
             let _guard = self.store.write_lock();
-            for d in self.store.list(delivery::MODEL) {
-                let mine = d.int("connector_id").is_some_and(|c| connectors.contains(&(c as u64)));
-                if !mine || d.str("state") != Some("failed") || d.secret("payload").is_none() {
+            let mut failed = Vec::new();
+            for c in connectors {
+                let prefix = [&Value::from(*c), &Value::from("failed")];
+                failed.extend(self.store.find(delivery::MODEL, "connector_state", &prefix, false, usize::MAX)?);
+            }
+            for d in failed {
+                if d.str("state") != Some("failed") || d.secret("payload").is_none() {
                     continue;
                 }
                 let mut d = (*d).clone();
@@ -309,9 +313,20 @@ impl Engine {
         let mut changed = Vec::new();
         {
             let _guard = self.store.write_lock();
-            for d in self.store.list(delivery::MODEL) {
-                let old = d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit);
-                if d.str("state") == Some("failed") && old && d.secret("payload").is_some() {
+            // Failed deliveries by last change, oldest first: the first recent one ends it.
+            let mut old_failed = Vec::new();
+            self.store.scan_index(delivery::MODEL, "state_time", &[&Value::from("failed")], false, |id| {
+                match self.store.get(delivery::MODEL, id) {
+                    Some(d) if d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit) => {
+                        old_failed.push(d);
+                        std::ops::ControlFlow::Continue(())
+                    }
+                    Some(_) => std::ops::ControlFlow::Break(()),
+                    None => std::ops::ControlFlow::Continue(()),
+                }
+            })?;
+            for d in old_failed {
+                if d.str("state") == Some("failed") && d.secret("payload").is_some() {
                     let mut d = (*d).clone();
                     d.secrets.remove("payload");
                     let error = d.str("last_error").unwrap_or_default().to_string();

@@ -259,6 +259,66 @@ pub struct Store {
     flush_turn: tokio::sync::Mutex<()>,
 }
 
+type DiskKeys = Box<
+    dyn Iterator<
+            Item = Result<(redb::AccessGuard<'static, &'static [u8]>, redb::AccessGuard<'static, ()>), redb::StorageError>,
+        > + Send,
+>;
+
+/// Ids under an index prefix, in index order: the committed entries merged with the
+/// writes not yet committed. Holds a read snapshot of the store while it lives.
+pub struct IndexIds {
+    disk: DiskKeys,
+    next_disk: Option<(Vec<u8>, u64)>,
+    extra: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, u64)>>,
+    overridden: HashSet<u64>,
+    desc: bool,
+    done: bool,
+}
+
+impl Iterator for IndexIds {
+    type Item = Result<u64, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.next_disk.is_none() && !self.done {
+                match self.disk.next() {
+                    Some(Ok((k, _))) => {
+                        let key = k.value().to_vec();
+                        let id = codec::key_id(&key);
+                        if self.overridden.contains(&id) {
+                            continue;
+                        }
+                        self.next_disk = Some((key, id));
+                    }
+                    Some(Err(e)) => {
+                        self.done = true;
+                        return Some(Err(e.into()));
+                    }
+                    None => self.done = true,
+                }
+            }
+            let take_extra = match (&self.next_disk, self.extra.peek()) {
+                (None, None) => return None,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some((dk, _)), Some((ek, _))) => {
+                    if self.desc {
+                        ek > dk
+                    } else {
+                        ek < dk
+                    }
+                }
+            };
+            return if take_extra {
+                self.extra.next().map(|(_, id)| Ok(id))
+            } else {
+                self.next_disk.take().map(|(_, id)| Ok(id))
+            };
+        }
+    }
+}
+
 /// What a commit changed in the counts and sums.
 type AggDelta = HashMap<String, i64>;
 
@@ -360,10 +420,23 @@ impl Inner {
         self.tables.get(model).ok_or_else(|| StoreError::UnknownModel(model.to_string()))
     }
 
+    /// Refuses a write before it changes anything: after a failed commit, or while the
+    /// disk is (nearly) full, so that no caller updates its own state for a write that
+    /// cannot become durable.
     fn check_writable(&self) -> Result<(), StoreError> {
-        match lock(&self.failed).as_ref() {
-            Some(reason) => Err(StoreError::Unwritable { path: self.path.clone(), reason: reason.clone() }),
-            None => Ok(()),
+        if let Some(reason) = lock(&self.failed).as_ref() {
+            return Err(StoreError::Unwritable { path: self.path.clone(), reason: reason.clone() });
+        }
+        self.check_space(self.free_bytes())
+    }
+
+    fn check_space(&self, free: Result<u64, String>) -> Result<(), StoreError> {
+        match free {
+            Ok(free) if free < MIN_FREE_BYTES => Err(StoreError::Unwritable {
+                path: self.path.clone(),
+                reason: format!("no space left: the data dir's filesystem has {} KiB free", free / 1024),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -382,7 +455,15 @@ impl Inner {
     /// Commits every pending write durably (blocking: run it off the async runtime).
     fn commit_pending(&self) -> Result<(), StoreError> {
         let _one = lock(&self.commit_lock);
-        self.check_writable()?;
+        if let Some(reason) = lock(&self.failed).as_ref() {
+            return Err(StoreError::Unwritable { path: self.path.clone(), reason: reason.clone() });
+        }
+        // A commit that would run out of space fails redb for good (every later read
+        // and write of this process fails too): do not start one. The writes stay
+        // pending and visible, and the next flush with space commits them.
+        let free = layout::free_bytes(&self.path);
+        *lock(&self.free_space) = Some((Instant::now(), free.clone()));
+        self.check_space(free)?;
         let (layer, upto) = {
             let mut o = lock(&self.overlay);
             let upto = self.written.load(Ordering::SeqCst);
@@ -493,6 +574,11 @@ impl Store {
         &self.inner.path
     }
 
+    /// Whether `model` lives on disk (read through indexes) rather than in memory.
+    pub fn on_disk(&self, model: &str) -> bool {
+        self.inner.tables.get(model).is_some_and(|t| t.schema.on_disk)
+    }
+
     /// Serialises read-modify-write sequences. Hold it only around synchronous work,
     /// never across an `.await`.
     pub fn write_lock(&self) -> MutexGuard<'_, ()> {
@@ -506,7 +592,6 @@ impl Store {
 
     /// `n` consecutive new ids of `model` (stored with the next commit).
     pub fn next_ids(&self, model: &str, n: u64) -> Result<std::ops::Range<u64>, StoreError> {
-        self.inner.check_writable()?;
         let last = {
             let mut seqs = lock(&self.inner.seqs);
             let last = seqs.entry(model.to_string()).or_insert(0);
@@ -651,6 +736,16 @@ impl Store {
         desc: bool,
         mut f: impl FnMut(u64) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
+        for id in self.index_ids(model, index, prefix, desc)? {
+            if f(id?).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids [`Store::scan_index`] visits, as an iterator (it holds a read snapshot).
+    pub fn index_ids(&self, model: &str, index: &str, prefix: &[&Value], desc: bool) -> Result<IndexIds, StoreError> {
         let inner = &self.inner;
         let table = inner.table(model)?;
         let (i, fields) =
@@ -670,42 +765,14 @@ impl Store {
         if desc {
             extra.reverse();
         }
-        let mut extra = extra.into_iter().peekable();
         let tx = inner.db.begin_read()?;
         let t = tx.open_table(index_def(&table.indexes[i]))?;
         let range = match &end {
             Some(end) => t.range::<&[u8]>(start.as_slice()..end.as_slice())?,
             None => t.range::<&[u8]>(start.as_slice()..)?,
         };
-        let iter: Box<dyn Iterator<Item = _>> = if desc { Box::new(range.rev()) } else { Box::new(range) };
-        for item in iter {
-            let (k, _) = item?;
-            let key = k.value();
-            let id = codec::key_id(key);
-            while let Some((ek, _)) = extra.peek() {
-                let first = if desc { ek.as_slice() > key } else { ek.as_slice() < key };
-                if !first {
-                    break;
-                }
-                if let Some((_, eid)) = extra.next()
-                    && f(eid).is_break()
-                {
-                    return Ok(());
-                }
-            }
-            if overridden.contains(&id) {
-                continue;
-            }
-            if f(id).is_break() {
-                return Ok(());
-            }
-        }
-        for (_, eid) in extra {
-            if f(eid).is_break() {
-                return Ok(());
-            }
-        }
-        Ok(())
+        let disk: DiskKeys = if desc { Box::new(range.rev()) } else { Box::new(range) };
+        Ok(IndexIds { disk, next_disk: None, extra: extra.into_iter().peekable(), overridden, desc, done: false })
     }
 
     /// Up to `limit` records found through `index` (see [`Store::scan_index`]).
