@@ -265,7 +265,12 @@ pub enum ConfigError {
     Days(&'static str, f64),
 }
 
-fn days(name: &'static str, value: Option<f64>, min: f64, default: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
+fn days(
+    name: &'static str,
+    value: Option<f64>,
+    min: f64,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
     match value {
         None => Ok(default),
         Some(0.0) if min == 0.0 => Ok(None),

@@ -126,8 +126,11 @@ pub async fn serve_on(
     let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
     let scheduler = crate::engine::scheduler::start(engine.clone()).map_err(ServeError::Scheduler)?;
     let deliveries = tokio::spawn(crate::relay::deliver::run(engine.clone()));
-    let retention =
-        tokio::spawn(crate::store::retention::run(store.clone(), config.store.retention.clone(), engine.cancel.clone()));
+    let retention = tokio::spawn(crate::store::retention::run(
+        store.clone(),
+        config.store.retention.clone(),
+        engine.cancel.clone(),
+    ));
     run(listener, app, shutdown).await;
     engine.shutdown(Duration::from_secs(10)).await;
     let _ = scheduler.await;

@@ -315,15 +315,16 @@ impl Engine {
             let _guard = self.store.write_lock();
             // Failed deliveries by last change, oldest first: the first recent one ends it.
             let mut old_failed = Vec::new();
-            self.store.scan_index(delivery::MODEL, "state_time", &[&Value::from("failed")], false, |id| {
-                match self.store.get(delivery::MODEL, id) {
-                    Some(d) if d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit) => {
-                        old_failed.push(d);
-                        std::ops::ControlFlow::Continue(())
-                    }
-                    Some(_) => std::ops::ControlFlow::Break(()),
-                    None => std::ops::ControlFlow::Continue(()),
+            self.store.scan_index(delivery::MODEL, "state_time", &[&Value::from("failed")], false, |id| match self
+                .store
+                .get(delivery::MODEL, id)
+            {
+                Some(d) if d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit) => {
+                    old_failed.push(d);
+                    std::ops::ControlFlow::Continue(())
                 }
+                Some(_) => std::ops::ControlFlow::Break(()),
+                None => std::ops::ControlFlow::Continue(()),
             })?;
             for d in old_failed {
                 if d.str("state") == Some("failed") && d.secret("payload").is_some() {

@@ -120,7 +120,13 @@ impl Engine {
                 let key = idempotency_key(connector, &input, &output);
                 // Held already (on disk, or written and not yet committed: the index
                 // read sees both, and the write lock keeps two calls from racing).
-                if seen.contains(&key) || self.store.index_ids(delivery::MODEL, "key", &[&Value::from(key.as_str())], false)?.next().is_some() {
+                if seen.contains(&key)
+                    || self
+                        .store
+                        .index_ids(delivery::MODEL, "key", &[&Value::from(key.as_str())], false)?
+                        .next()
+                        .is_some()
+                {
                     duplicates += 1;
                     continue;
                 }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use redb::{Durability, ReadableDatabase, TableHandle};
 
 use super::codec::Dict;
-use super::{Layer, META, SCHEDULE, SCHEMA_VERSION, STORE_FILE, StoreError, Table, index_def, records_def, write_layer};
+use super::{
+    Layer, META, SCHEDULE, SCHEMA_VERSION, STORE_FILE, StoreError, Table, index_def, records_def, write_layer,
+};
 use crate::model::fields::Record;
 
 const V1_DIR: &str = "db";
@@ -151,9 +153,9 @@ fn ensure_tables(db: &redb::Database, tables: &HashMap<&'static str, Table>) -> 
         let tx = db.begin_read()?;
         tx.list_tables()?.map(|t| t.name().to_string()).collect()
     };
-    let missing = tables.values().any(|t| {
-        !existing.contains(&t.records) || t.indexes.iter().any(|i| !existing.contains(i))
-    }) || !existing.contains(SCHEDULE.name());
+    let missing =
+        tables.values().any(|t| !existing.contains(&t.records) || t.indexes.iter().any(|i| !existing.contains(i)))
+            || !existing.contains(SCHEDULE.name());
     if missing {
         let tx = db.begin_write()?;
         create_tables(&tx, tables)?;

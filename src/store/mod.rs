@@ -261,7 +261,10 @@ pub struct Store {
 
 type DiskKeys = Box<
     dyn Iterator<
-            Item = Result<(redb::AccessGuard<'static, &'static [u8]>, redb::AccessGuard<'static, ()>), redb::StorageError>,
+            Item = Result<
+                (redb::AccessGuard<'static, &'static [u8]>, redb::AccessGuard<'static, ()>),
+                redb::StorageError,
+            >,
         > + Send,
 >;
 
@@ -367,7 +370,8 @@ fn write_layer(
             if tracked {
                 let old = records.get(*id)?.map(|b| codec::decode(*id, b.value(), dict));
                 if let Some(old) = old {
-                    let old = old.map_err(|message| StoreError::Corrupt { model: model.to_string(), id: *id, message })?;
+                    let old =
+                        old.map_err(|message| StoreError::Corrupt { model: model.to_string(), id: *id, message })?;
                     for (i, def) in table.schema.indexes.iter().enumerate() {
                         indexes[i].remove(codec::index_key(&old, def.fields).as_slice())?;
                     }
@@ -895,10 +899,8 @@ impl Store {
     pub fn put_all(&self, model: &str, records: Vec<Record>) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.check_writable()?;
-        let (name, table) = inner
-            .tables
-            .get_key_value(model)
-            .ok_or_else(|| StoreError::UnknownModel(model.to_string()))?;
+        let (name, table) =
+            inner.tables.get_key_value(model).ok_or_else(|| StoreError::UnknownModel(model.to_string()))?;
         let records: Vec<Arc<Record>> = records.into_iter().map(Arc::new).collect();
         {
             let mut o = lock(&inner.overlay);
@@ -926,10 +928,8 @@ impl Store {
     pub fn remove_all(&self, model: &str, ids: &[u64]) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.check_writable()?;
-        let (name, table) = inner
-            .tables
-            .get_key_value(model)
-            .ok_or_else(|| StoreError::UnknownModel(model.to_string()))?;
+        let (name, table) =
+            inner.tables.get_key_value(model).ok_or_else(|| StoreError::UnknownModel(model.to_string()))?;
         {
             let mut o = lock(&inner.overlay);
             let m = o.pending.records.entry(name).or_default();
@@ -1122,7 +1122,10 @@ mod tests {
         {
             let db = redb::Database::create(dir.path().join(STORE_FILE)).unwrap();
             let tx = db.begin_write().unwrap();
-            tx.open_table(META).unwrap().insert("schema_version", (SCHEMA_VERSION + 1).to_be_bytes().as_slice()).unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", (SCHEMA_VERSION + 1).to_be_bytes().as_slice())
+                .unwrap();
             tx.commit().unwrap();
         }
         let err = Store::open(dir.path(), &["m"]).err().unwrap().to_string();
@@ -1135,16 +1138,20 @@ mod tests {
         {
             let s = Store::open(dir.path(), &[RUN]).unwrap();
             let ids = s.next_ids(RUN, 6).unwrap();
-            let runs: Vec<Record> = ids.map(|id| run(id, if id % 2 == 0 { 2 } else { 1 }, if id < 5 { "done" } else { "queued" })).collect();
+            let runs: Vec<Record> = ids
+                .map(|id| run(id, if id % 2 == 0 { 2 } else { 1 }, if id < 5 { "done" } else { "queued" }))
+                .collect();
             s.put_all(RUN, runs).unwrap();
             // Seen before the commit, through the overlay.
             assert_eq!(s.count(RUN), 6);
-            let latest: Vec<u64> = s.find(RUN, "connector", &[&json!(2)], true, 2).unwrap().iter().map(|r| r.id).collect();
+            let latest: Vec<u64> =
+                s.find(RUN, "connector", &[&json!(2)], true, 2).unwrap().iter().map(|r| r.id).collect();
             assert_eq!(latest, vec![6, 4]);
             s.flush_blocking().unwrap();
             // Changing a run's state moves it between index entries.
             s.put(RUN, run(6, 2, "done")).unwrap();
-            let queued: Vec<u64> = s.find(RUN, "state", &[&json!("queued")], false, 10).unwrap().iter().map(|r| r.id).collect();
+            let queued: Vec<u64> =
+                s.find(RUN, "state", &[&json!("queued")], false, 10).unwrap().iter().map(|r| r.id).collect();
             assert_eq!(queued, vec![5]);
             s.flush_blocking().unwrap();
             s.remove_all(RUN, &[1]).unwrap();

@@ -115,7 +115,12 @@ impl Store {
         Ok(pruned)
     }
 
-    async fn prune_runs_of(&self, connector: &Value, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    async fn prune_runs_of(
+        &self,
+        connector: &Value,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
         let model = run::MODEL;
         let newest_first = ids(self, model, "connector", &[connector], true)?;
         let read = |id: u64| self.peek(model, id);
