@@ -217,11 +217,10 @@ impl Reader<'_> {
             let mut best: Option<(usize, u64)> = None;
             for (i, s) in streams.iter_mut().enumerate() {
                 match s.peek() {
-                    Some(Ok(id)) => {
-                        if best.is_none_or(|(_, b)| if desc { *id > b } else { *id < b }) {
-                            best = Some((i, *id));
-                        }
+                    Some(Ok(id)) if best.is_none_or(|(_, b)| if desc { *id > b } else { *id < b }) => {
+                        best = Some((i, *id));
                     }
+                    Some(Ok(_)) => {}
                     Some(Err(_)) => {
                         if let Some(Err(e)) = s.next() {
                             return Err(store_err(e));

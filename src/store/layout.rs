@@ -128,8 +128,7 @@ pub(super) fn open_db(
     let version = {
         let tx = db.begin_read()?;
         let meta = tx.open_table(META)?;
-        let v = meta.get("schema_version")?.map(|v| v.value().try_into().map_or(u32::MAX, u32::from_be_bytes));
-        v
+        meta.get("schema_version")?.map(|v| v.value().try_into().map_or(u32::MAX, u32::from_be_bytes))
     };
     match version {
         Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path: dir.to_path_buf(), found: v }),
