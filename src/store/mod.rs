@@ -100,11 +100,15 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// Decoded records kept per on-disk model (two generations of this many).
     pub record_cache: usize,
+    /// Hold every model in memory, as schema version 1 did (reads and searches never
+    /// touch the disk, memory grows with the history): the baseline of
+    /// `examples/bench_store.rs`, not a setting of the service.
+    pub in_memory: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 16 << 20, record_cache: 2048 }
+        StoreOptions { cache_bytes: 16 << 20, record_cache: 2048, in_memory: false }
     }
 }
 
@@ -549,7 +553,9 @@ impl Store {
         let lock_file = layout::prepare_dir(dir)?;
         let mut tables = HashMap::new();
         for model in models {
-            tables.insert(*model, Table::new(schema::of(model), options.record_cache));
+            let mut schema = schema::of(model);
+            schema.on_disk &= !options.in_memory;
+            tables.insert(*model, Table::new(schema, options.record_cache));
         }
         let db = layout::open_db(dir, &tables, options.cache_bytes)?;
         let inner = Inner {
