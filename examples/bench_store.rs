@@ -442,8 +442,11 @@ fn main() {
             let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
             let deliveries = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
             let records = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20_000);
-            history(runs, deliveries);
-            println!();
+            // RUNS = 0: the relay part only.
+            if runs > 0 {
+                history(runs, deliveries);
+                println!();
+            }
             let rt =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(relay(&bin, &bare, records));

@@ -60,14 +60,27 @@ impl Reader<'_> {
             _ => {}
         }
         let f = self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?;
+        Ok(self.field_value(rec, f))
+    }
+
+    /// One field of a record as Odoo shows it, its definition at hand.
+    fn field_value(&self, rec: &Record, f: &crate::model::fields::FieldDef) -> Value {
+        // A connector's next fire, once the engine keeps it in the store's schedule
+        // table (apart from the record), is read from there.
+        if f.name == "next_run_at"
+            && self.model.name == model::connector::MODEL
+            && let Some(at) = self.store.schedule_get(rec.id)
+        {
+            return Value::String(format_datetime(at));
+        }
         let v = rec.odoo_value(f);
         if let (FieldType::Many2one(target), Some(id)) = (f.ftype, v.as_u64()) {
             let name = model_def(target)
                 .and_then(|t| self.store.get(t.name, id).map(|r| display_name(t, &r)))
                 .unwrap_or_else(|| Value::String(format!("{target},{id}")));
-            return Ok(json!([id, name]));
+            return Value::Array(vec![Value::from(id), name]);
         }
-        Ok(v)
+        v
     }
 
     /// A record as a `read` dict with `fields` (all when `None`).
@@ -82,7 +95,7 @@ impl Reader<'_> {
             }
             None => {
                 for f in self.model.fields {
-                    out.insert(f.name.to_string(), self.value(rec, f.name)?);
+                    out.insert(f.name.to_string(), self.field_value(rec, f));
                 }
                 out.insert("display_name".into(), display_name(self.model, rec));
             }

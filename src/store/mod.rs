@@ -371,24 +371,36 @@ fn write_layer(
         }
         let tracked = !table.indexes.is_empty() || !table.schema.counted.is_empty() || !table.schema.summed.is_empty();
         for (id, new) in changes {
+            // The old version's index keys; an entry whose key did not change (a run
+            // whose counters moved) is left alone.
+            let mut old_keys: Vec<Option<Vec<u8>>> = vec![None; table.schema.indexes.len()];
             if tracked {
                 let old = records.get(*id)?.map(|b| codec::decode(*id, b.value(), dict));
                 if let Some(old) = old {
                     let old =
                         old.map_err(|message| StoreError::Corrupt { model: model.to_string(), id: *id, message })?;
                     for (i, def) in table.schema.indexes.iter().enumerate() {
-                        indexes[i].remove(codec::index_key(&old, def.fields).as_slice())?;
+                        old_keys[i] = Some(codec::index_key(&old, def.fields));
                     }
                     aggregate(&mut delta, &table.schema, &old, -1);
+                }
+            }
+            for (i, def) in table.schema.indexes.iter().enumerate() {
+                let new_key = new.as_ref().map(|rec| codec::index_key(rec, def.fields));
+                if old_keys[i] == new_key {
+                    continue;
+                }
+                if let Some(k) = &old_keys[i] {
+                    indexes[i].remove(k.as_slice())?;
+                }
+                if let Some(k) = new_key {
+                    indexes[i].insert(k.as_slice(), ())?;
                 }
             }
             match new {
                 Some(rec) => {
                     let bytes = codec::encode(rec, dict, &mut fresh);
                     records.insert(*id, bytes.as_slice())?;
-                    for (i, def) in table.schema.indexes.iter().enumerate() {
-                        indexes[i].insert(codec::index_key(rec, def.fields).as_slice(), ())?;
-                    }
                     if tracked {
                         aggregate(&mut delta, &table.schema, rec, 1);
                     }
