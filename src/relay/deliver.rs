@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::OwnedSemaphorePermit;
 use serde_json::Value;
 
 use super::auth::AuthError;
@@ -97,10 +98,9 @@ fn dispatch(engine: &Arc<Engine>) -> Option<DateTime<Utc>> {
             engine.relay.in_flight().insert(id);
             let engine2 = engine.clone();
             engine.tasks.spawn(async move {
-                if let Err(e) = deliver_one(&engine2, id).await {
+                if let Err(e) = deliver_one(&engine2, id, permit).await {
                     tracing::error!(delivery_id = id, error = %e, "delivery paused: the store failed");
                 }
-                drop(permit);
                 engine2.relay.in_flight().remove(&id);
                 engine2.relay.wake.notify_one();
             });
@@ -109,13 +109,14 @@ fn dispatch(engine: &Arc<Engine>) -> Option<DateTime<Utc>> {
     next
 }
 
-async fn deliver_one(engine: &Engine, id: u64) -> Result<(), StoreError> {
+/// One delivery; `slot` is its place among the target's calls in flight.
+async fn deliver_one(engine: &Engine, id: u64, slot: OwnedSemaphorePermit) -> Result<(), StoreError> {
     let Some(d) = engine.store.get(delivery::MODEL, id).map(|d| (*d).clone()) else { return Ok(()) };
     if d.str("state") != Some("pending") {
         return Ok(());
     }
     let outcome = attempt(engine, &d).await;
-    finish(engine, d, outcome).await
+    finish(engine, d, outcome, slot).await
 }
 
 /// One attempt to deliver `d`.
@@ -201,8 +202,13 @@ async fn send(
     }
 }
 
-/// Records the outcome of an attempt on the delivery and its run.
-async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), StoreError> {
+/// Records the outcome of an attempt on the delivery and its run. The target's slot is
+/// given back as soon as the outcome is written, before it is durable: the next call to
+/// the target does not wait for this commit, and outcomes share commits (at most
+/// [`super::UNFLUSHED_OUTCOMES`] wait for one at a time). A retry is queued only once its
+/// outcome is durable.
+async fn finish(engine: &Engine, mut d: Record, outcome: Outcome, slot: OwnedSemaphorePermit) -> Result<(), StoreError> {
+    let _unflushed = engine.relay.unflushed.clone().acquire_owned().await.ok();
     let now = Utc::now();
     let attempts = d.int("attempts").unwrap_or(0) + 1;
     d.set("attempts", attempts);
@@ -252,6 +258,8 @@ async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), 
             engine.store.put(run::MODEL, r)?;
         }
     }
+    drop(slot);
+    engine.relay.wake.notify_one();
     engine.store.flush().await?;
     if let Some(at) = next {
         engine.relay.pending().insert(id, &target, at);

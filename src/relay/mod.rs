@@ -134,7 +134,14 @@ pub struct Relay {
     pub sessions: auth::Sessions,
     /// Wakes the delivery loop: a record arrived or a delivery finished.
     pub wake: Notify,
+    /// Delivery outcomes written and not yet durable (see [`UNFLUSHED_OUTCOMES`]).
+    pub(crate) unflushed: Arc<Semaphore>,
 }
+
+/// Delivery outcomes that may wait for a commit at once. They share commits; after a
+/// crash, at most this many records plus the calls in flight are sent again (with their
+/// idempotency header), since their outcome was not yet durable.
+pub const UNFLUSHED_OUTCOMES: usize = 256;
 
 /// SHA-256 in hex.
 pub fn sha256_hex(text: &str) -> String {
@@ -177,6 +184,7 @@ impl Relay {
             targets: Mutex::new(HashMap::new()),
             sessions,
             wake: Notify::new(),
+            unflushed: Arc::new(Semaphore::new(UNFLUSHED_OUTCOMES)),
         }
     }
 
