@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::OwnedSemaphorePermit;
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::AuthError;
 use crate::clients::excerpt;
@@ -207,7 +207,12 @@ async fn send(
 /// the target does not wait for this commit, and outcomes share commits (at most
 /// [`super::UNFLUSHED_OUTCOMES`] wait for one at a time). A retry is queued only once its
 /// outcome is durable.
-async fn finish(engine: &Engine, mut d: Record, outcome: Outcome, slot: OwnedSemaphorePermit) -> Result<(), StoreError> {
+async fn finish(
+    engine: &Engine,
+    mut d: Record,
+    outcome: Outcome,
+    slot: OwnedSemaphorePermit,
+) -> Result<(), StoreError> {
     let _unflushed = engine.relay.unflushed.clone().acquire_owned().await.ok();
     let now = Utc::now();
     let attempts = d.int("attempts").unwrap_or(0) + 1;
