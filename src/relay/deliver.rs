@@ -202,11 +202,11 @@ async fn send(
     }
 }
 
-/// Records the outcome of an attempt on the delivery and its run. The target's slot is
-/// given back as soon as the outcome is written, before it is durable: the next call to
-/// the target does not wait for this commit, and outcomes share commits (at most
-/// [`super::UNFLUSHED_OUTCOMES`] wait for one at a time). A retry is queued only once its
-/// outcome is durable.
+/// Records the outcome of an attempt on the delivery and its run. When the record was
+/// delivered, the target's slot is given back as soon as the outcome is written, before
+/// it is durable: the next call to the target does not wait for this commit, and
+/// outcomes share commits (at most [`super::UNFLUSHED_OUTCOMES`] wait for one at a
+/// time). A retry is queued only once its outcome is durable.
 async fn finish(
     engine: &Engine,
     mut d: Record,
@@ -214,6 +214,10 @@ async fn finish(
     slot: OwnedSemaphorePermit,
 ) -> Result<(), StoreError> {
     let _unflushed = engine.relay.unflushed.clone().acquire_owned().await.ok();
+    // Only a delivered record gives its slot back early: a target that fails keeps its
+    // attempts paced by the commits of their outcomes, as before.
+    let mut slot = Some(slot);
+    let delivered = matches!(outcome, Outcome::Delivered);
     let now = Utc::now();
     let attempts = d.int("attempts").unwrap_or(0) + 1;
     d.set("attempts", attempts);
@@ -263,9 +267,12 @@ async fn finish(
             engine.store.put(run::MODEL, r)?;
         }
     }
-    drop(slot);
-    engine.relay.wake.notify_one();
+    if delivered {
+        drop(slot.take());
+        engine.relay.wake.notify_one();
+    }
     engine.store.flush().await?;
+    drop(slot);
     if let Some(at) = next {
         engine.relay.pending().insert(id, &target, at);
     }
