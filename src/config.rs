@@ -176,9 +176,21 @@ pub struct ServeArgs {
     /// An MTS endpoint that answered no call for this long has lost the requests it held: they are resubmitted elsewhere [default: 600]
     #[arg(long, env = "MTSC_MTS_GONE_AFTER_SECONDS")]
     pub mts_gone_after_seconds: Option<f64>,
-    /// Runs kept per connector; failed runs are always kept [default: 1000]
+    /// Runs kept per connector; failed runs, open runs and the watermark run are kept beyond it [default: 1000]
     #[arg(long, env = "MTSC_RUN_RETENTION")]
     pub run_retention: Option<usize>,
+    /// Ended runs (failed ones too) created longer ago than this many days are dropped; 0 keeps them [default: 90]
+    #[arg(long, env = "MTSC_RUN_RETENTION_DAYS")]
+    pub run_retention_days: Option<f64>,
+    /// Delivered relayed records kept per connector (none younger than a day is dropped: its key de-duplicates resubmissions) [default: 100000]
+    #[arg(long, env = "MTSC_DELIVERY_RETENTION")]
+    pub delivery_retention: Option<usize>,
+    /// Delivered and failed relayed records unchanged for longer than this many days are dropped (at least 1) [default: 30]
+    #[arg(long, env = "MTSC_DELIVERY_RETENTION_DAYS")]
+    pub delivery_retention_days: Option<f64>,
+    /// Memory for the store's page cache, in MiB [default: 16]
+    #[arg(long, env = "MTSC_STORE_CACHE_MIB")]
+    pub store_cache_mib: Option<usize>,
     /// The URL MTS reaches this service at, for relay-mode callbacks [default: http://<listen address>]
     #[arg(long, env = "MTSC_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -228,6 +240,10 @@ struct FileConfig {
     mts_lost_after_seconds: Option<f64>,
     mts_gone_after_seconds: Option<f64>,
     run_retention: Option<usize>,
+    run_retention_days: Option<f64>,
+    delivery_retention: Option<usize>,
+    delivery_retention_days: Option<f64>,
+    store_cache_mib: Option<usize>,
     minute_seconds: Option<f64>,
     public_url: Option<String>,
     relay_retry_base_seconds: Option<f64>,
@@ -250,6 +266,15 @@ pub struct ServeConfig {
     pub api_key: Option<Secret>,
     pub log_format: LogFormat,
     pub engine: EngineConfig,
+    /// The store's memory and what it keeps.
+    pub store: StoreConfig,
+}
+
+/// The store's settings (`--store-cache-mib` and the retention flags).
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    pub options: crate::store::StoreOptions,
+    pub retention: crate::store::retention::RetentionPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +289,22 @@ pub enum ConfigError {
     Seconds(&'static str),
     #[error("{0} must be at least 1")]
     AtLeastOne(&'static str),
+    #[error("{0} must be a number of days, at least {1}")]
+    Days(&'static str, f64),
+}
+
+fn days(
+    name: &'static str,
+    value: Option<f64>,
+    min: f64,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0.0) if min == 0.0 => Ok(None),
+        Some(v) if v.is_finite() && v >= min && v > 0.0 && v < 1e6 => Ok(Some(Duration::from_secs_f64(v * 86_400.0))),
+        Some(_) => Err(ConfigError::Days(name, min)),
+    }
 }
 
 fn seconds(name: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
@@ -299,6 +340,7 @@ impl ServeArgs {
             api_login: self.api_login.or(file.api_login).unwrap_or_else(|| DEFAULT_API_LOGIN.into()),
             api_key: self.api_key.or(file.api_key).map(Secret::new),
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            store: StoreConfig::default(),
             engine: {
                 let d = EngineConfig::default();
                 EngineConfig {
@@ -386,6 +428,39 @@ impl ServeArgs {
                 }
             },
         };
+        let mut config = config;
+        config.store = {
+            let d = crate::store::retention::RetentionPolicy::default();
+            let cache_mib = at_least_one("store-cache-mib", self.store_cache_mib.or(file.store_cache_mib), 16)?;
+            StoreConfig {
+                options: crate::store::StoreOptions {
+                    cache_bytes: cache_mib.saturating_mul(1 << 20),
+                    ..crate::store::StoreOptions::default()
+                },
+                retention: crate::store::retention::RetentionPolicy {
+                    runs_per_connector: config.engine.retention,
+                    run_max_age: days(
+                        "run-retention-days",
+                        self.run_retention_days.or(file.run_retention_days),
+                        0.0,
+                        d.run_max_age,
+                    )?,
+                    deliveries_per_connector: at_least_one(
+                        "delivery-retention",
+                        self.delivery_retention.or(file.delivery_retention),
+                        d.deliveries_per_connector,
+                    )?,
+                    delivery_max_age: days(
+                        "delivery-retention-days",
+                        self.delivery_retention_days.or(file.delivery_retention_days),
+                        1.0,
+                        Some(d.delivery_max_age),
+                    )?
+                    .unwrap_or(d.delivery_max_age),
+                    ..d
+                },
+            }
+        };
         if config.db_name.is_empty() {
             return Err(ConfigError::Empty("db-name"));
         }
@@ -435,6 +510,23 @@ mod tests {
         assert_eq!((e.max_in_flight, e.max_per_mts), (64, 4));
         assert_eq!((e.poll_min, e.poll_max), (Duration::from_secs(1), Duration::from_secs(10)));
         assert_eq!((e.lost_after, e.gone_after), (Duration::from_secs(3600), Duration::from_secs(600)));
+        assert_eq!(c.store.options.cache_bytes, 16 << 20);
+        assert_eq!(c.store.retention.runs_per_connector, 1000);
+        assert_eq!(c.store.retention.run_max_age, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(c.store.retention.deliveries_per_connector, 100_000);
+        assert_eq!(c.store.retention.delivery_max_age, Duration::from_secs(30 * 86400));
+    }
+
+    #[test]
+    fn retention_flags() {
+        let c = parse(&["--run-retention", "5", "--run-retention-days", "0", "--delivery-retention-days", "2"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.store.retention.runs_per_connector, 5);
+        assert_eq!(c.store.retention.run_max_age, None);
+        assert_eq!(c.store.retention.delivery_max_age, Duration::from_secs(2 * 86400));
+        let err = parse(&["--delivery-retention-days", "0.5"]).resolve().unwrap_err().to_string();
+        assert!(err.contains("delivery-retention-days must be a number of days, at least 1"), "{err}");
     }
 
     #[test]

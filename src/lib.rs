@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`secret`]: the redacted type every password, token and API key lives in.
-//! - [`store`]: sled trees, Odoo-like ids, schema version, durable writes.
+//! - [`store`]: the redb store: records, indexes, group commits, retention, migration.
 //! - [`model`]: field definitions, validation, domains and state machines (pure, no I/O).
 //! - [`jq`]: jq programs (jaq), compiled once, evaluated with MTS semantics.
 //! - [`mts`]: the MTS request builder.

@@ -104,6 +104,11 @@ pub async fn call(
             orm::fields_get(def, only.as_deref(), attributes.as_deref())
         }
         "default_get" => orm::default_get(def, a.fields(0, "fields_list")?.as_deref()),
+        "search" | "search_count" if method == "search_count" || a.flag(4, "count") => {
+            // Counted without holding the matches.
+            let n = reader.count(a.get(0, "domain"))?.saturating_sub(a.opt_usize(1, "offset")?.unwrap_or(0));
+            Value::from(a.opt_usize(2, "limit")?.map_or(n, |l| n.min(l)))
+        }
         "search" | "search_count" => {
             let hits = reader.search(
                 a.get(0, "domain"),
@@ -111,11 +116,7 @@ pub async fn call(
                 a.opt_usize(2, "limit")?,
                 a.opt_str(3, "order")?,
             )?;
-            if method == "search_count" || a.flag(4, "count") {
-                Value::from(hits.len())
-            } else {
-                hits.iter().map(|r| Value::from(r.id)).collect()
-            }
+            hits.iter().map(|r| Value::from(r.id)).collect()
         }
         "search_read" => {
             let fields = a.fields(1, "fields")?;
