@@ -121,7 +121,7 @@ pub async fn serve_on(
     if engine_config.public_url.is_empty() {
         engine_config.public_url = format!("http://{addr}");
     }
-    let engine = Engine::new(store.clone(), engine_config, http);
+    let engine = Engine::new(store.clone(), engine_config, http)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
     let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
     let scheduler = crate::engine::scheduler::start(engine.clone()).map_err(ServeError::Scheduler)?;

@@ -73,6 +73,15 @@ impl Reader<'_> {
         {
             return Value::String(format_datetime(at));
         }
+        // A connector's last run is its newest top-level run (one index seek): runs are
+        // made without rewriting the connector record.
+        if f.name == "last_run_id" && self.model.name == model::connector::MODEL {
+            let last = last_run(self.store, rec.id).or_else(|| rec.int("last_run_id").map(|id| id as u64));
+            return match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
+                Some(run) => Value::Array(vec![Value::from(run.id), display_name(&model::run::RUN, &run)]),
+                None => Value::Bool(false),
+            };
+        }
         let v = rec.odoo_value(f);
         if let (FieldType::Many2one(target), Some(id)) = (f.ftype, v.as_u64()) {
             let name = model_def(target)
@@ -507,4 +516,18 @@ pub fn update_each(
     }
     store.put_all(model.name, changed.clone())?;
     Ok(changed)
+}
+
+/// The newest top-level run of `connector` (not a split part nor a walk's page).
+pub fn last_run(store: &Store, connector: u64) -> Option<u64> {
+    let mut last = None;
+    let (c, top) = (Value::from(connector), Value::Null);
+    let found = store.scan_index(model::run::MODEL, "connector_top", &[&c, &top], true, |id| {
+        last = Some(id);
+        std::ops::ControlFlow::Break(())
+    });
+    if let Err(e) = found {
+        tracing::warn!(connector_id = connector, error = %e, "cannot read the connector's last run");
+    }
+    last
 }

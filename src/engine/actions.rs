@@ -28,6 +28,10 @@ impl Engine {
     /// After a job status change: a stopped connector's queued and retrying runs are
     /// cancelled (runs MTS already took are still tracked to their end).
     pub async fn status_changed(&self, connectors: &[Record]) -> Result<(), StoreError> {
+        // A started connector fires at once, a stopped one not at all: its next fire goes.
+        let cleared: Vec<(u64, Option<DateTime<Utc>>)> = connectors.iter().map(|c| (c.id, None)).collect();
+        self.store.schedule_set(&cleared)?;
+        self.store.flush().await?;
         for c in connectors {
             if c.str("job_status") == Some("completed") {
                 self.index().stopped.insert(c.id, chrono::Utc::now());

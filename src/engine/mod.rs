@@ -160,10 +160,14 @@ pub struct Engine {
 
 impl Engine {
     /// Must be called within the tokio runtime that will run the engine's tasks.
-    pub fn new(store: Arc<Store>, config: EngineConfig, http: reqwest::Client) -> Arc<Engine> {
-        let index = runs::build_index(&store);
+    pub fn new(
+        store: Arc<Store>,
+        config: EngineConfig,
+        http: reqwest::Client,
+    ) -> Result<Arc<Engine>, crate::store::StoreError> {
+        let index = runs::build_index(&store)?;
         let relay = crate::relay::Relay::new(&store, config.relay.clone(), http.clone());
-        Arc::new(Engine {
+        Ok(Arc::new(Engine {
             relay,
             store,
             pool: pool::Pool::new(
@@ -181,7 +185,7 @@ impl Engine {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             runtime: tokio::runtime::Handle::current(),
-        })
+        }))
     }
 
     pub fn index(&self) -> std::sync::MutexGuard<'_, Index> {

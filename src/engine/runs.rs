@@ -12,6 +12,7 @@
 //! `[watermark, now)`, so no window is lost and none is sent twice.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -20,27 +21,17 @@ use serde_json::Value;
 
 use super::{Engine, Index};
 use crate::model::fields::Record;
-use crate::model::run::{MODEL, TERMINAL};
+use crate::model::run::MODEL;
 use crate::model::{connector, format_datetime, parse_datetime};
 use crate::store::{Store, StoreError};
 
-/// Hidden value (not a field, never shown): a scheduled window that ended without MTS
-/// acknowledging it, not sent again yet.
-pub const GAP: &str = "_gap";
+pub use crate::model::run::{CREATED_MS, GAP, acknowledged, is_terminal, state};
+use crate::model::run::{advances_watermark, is_gap};
+
 /// Hidden value: a `retry` run resubmitting a scheduled window (it tiles time too).
 pub const TILES: &str = "_tiles";
-/// The hidden value holding a run's creation time in milliseconds.
-pub const CREATED_MS: &str = "_created_ms";
 /// Hidden value: how many times MTS lost this window before (a resubmission carries it).
 pub const LOST: &str = "_lost";
-
-pub fn state(run: &Record) -> &str {
-    run.str("state").unwrap_or("queued")
-}
-
-pub fn is_terminal(run: &Record) -> bool {
-    TERMINAL.contains(&state(run))
-}
 
 pub fn time(run: &Record, field: &str) -> Option<DateTime<Utc>> {
     run.str(field).and_then(|s| parse_datetime(s).ok())
@@ -50,23 +41,10 @@ pub fn connector_id(run: &Record) -> u64 {
     run.int("connector_id").unwrap_or(0) as u64
 }
 
-/// MTS took the window: it has a request identifier, or it held no submissions.
-pub fn acknowledged(run: &Record) -> bool {
-    run.str("mts_request_id").is_some() || state(run) == "empty"
-}
-
-fn advances_watermark(run: &Record) -> bool {
-    run.str("trigger") == Some("schedule") && acknowledged(run)
-}
-
 /// Whether `run` is part of its connector's tiling of time (a scheduled window, or a
 /// resubmission of one).
 pub fn tiles(run: &Record) -> bool {
     run.str("trigger") == Some("schedule") || run.values.get(TILES) == Some(&Value::Bool(true))
-}
-
-fn is_gap(run: &Record) -> bool {
-    run.values.get(GAP) == Some(&Value::Bool(true))
 }
 
 fn index_run(index: &mut Index, run: &Record) {
@@ -103,13 +81,47 @@ fn index_run(index: &mut Index, run: &Record) {
     index.settle(connector);
 }
 
-/// Rebuilds the index from the stored runs.
-pub fn build_index(store: &Store) -> Index {
+/// Rebuilds the index at start through the store's indexes: the open runs, the gaps, and
+/// each connector's watermark (from the runs made since it, see
+/// [`crate::model::run::watermark_run`]), never the whole history.
+pub fn build_index(store: &Store) -> Result<Index, StoreError> {
     let mut index = Index::default();
-    for run in store.list(MODEL) {
-        index_run(&mut index, &run);
+    let mut ids = Vec::new();
+    for open in ["queued", "submitting", "submitted", "retrying"] {
+        store.scan_index(MODEL, "state", &[&Value::from(open)], false, |id| {
+            ids.push(id);
+            ControlFlow::Continue(())
+        })?;
     }
-    index
+    store.scan_index(MODEL, "gap", &[&Value::Bool(true)], false, |id| {
+        ids.push(id);
+        ControlFlow::Continue(())
+    })?;
+    for id in ids {
+        if let Some(run) = store.try_get(MODEL, id)? {
+            index_run(&mut index, &run);
+        }
+    }
+    for connector in store.index_heads(MODEL, "connector")? {
+        let mut failed = None;
+        let newest_first = store.index_ids(MODEL, "connector", &[&connector], true)?.map_while(|id| {
+            match id.and_then(|id| store.try_get(MODEL, id)) {
+                Ok(run) => run,
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        let watermark = crate::model::run::watermark_run(newest_first);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let (Some(c), Some((_, end))) = (connector.as_u64(), watermark) {
+            index.watermark.insert(c, end);
+        }
+    }
+    Ok(index)
 }
 
 /// One structured line per run state change (and one metric count); `duration_s` is
@@ -135,8 +147,21 @@ fn log_change(run: &Record, from: &str) {
     );
 }
 
-/// A new queued run record.
+/// A new queued run record, made now.
 fn new_run(id: u64, connector: u64, trigger: &str, start: DateTime<Utc>, end: DateTime<Utc>, now: &str) -> Record {
+    new_run_at(id, connector, trigger, start, end, now, Utc::now().timestamp_millis())
+}
+
+/// A new queued run record made at `created` (milliseconds) and `now` (Odoo's format).
+fn new_run_at(
+    id: u64,
+    connector: u64,
+    trigger: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: &str,
+    created: i64,
+) -> Record {
     let mut run = Record { id, ..Default::default() };
     run.set("name", format!("#{id}"));
     run.set("connector_id", connector);
@@ -149,14 +174,8 @@ fn new_run(id: u64, connector: u64, trigger: &str, start: DateTime<Utc>, end: Da
     run.set("write_date", now);
     // Milliseconds, kept beside the Odoo-shaped date (whole seconds) for the engine only:
     // not a field, so never shown.
-    run.set(CREATED_MS, Utc::now().timestamp_millis());
+    run.set(CREATED_MS, created);
     run
-}
-
-/// Whether a new run is what the connector shows as its last run: top-level runs only
-/// (not the parts of a split window nor the pages of a walk).
-fn is_top_level(run: &Record) -> bool {
-    run.int("split_of_id").is_none()
 }
 
 /// A change of one stored run.
@@ -209,13 +228,6 @@ impl Engine {
             let mut run = new_run(self.store.next_id(MODEL)?, connector, trigger, start, end, &now);
             extra(&mut run);
             self.store.put(MODEL, run.clone())?;
-            if is_top_level(&run)
-                && let Some(c) = self.store.get(connector::MODEL, connector)
-            {
-                let mut c = (*c).clone();
-                c.set("last_run_id", run.id);
-                self.store.put(connector::MODEL, c)?;
-            }
             index_run(&mut self.index(), &run);
             run
         };
@@ -225,37 +237,37 @@ impl Engine {
         Ok(run)
     }
 
-    /// Fires many recurring connectors at once: each gets its `next_run_at` and its new
-    /// scheduled runs, and its settled gaps are marked, all stored in one batch with one
-    /// flush (a pass in which 10,000 connectors are due costs one fsync, not 20,000).
+    /// Fires many recurring connectors at once: each gets its next fire time (in the
+    /// store's schedule table, apart from the connector record) and its new scheduled
+    /// runs, and its settled gaps are marked, all stored in one batch with one flush (a
+    /// pass in which 10,000 connectors are due costs one commit).
     pub async fn fire_batch(&self, fires: Vec<Fire>) -> Result<Vec<Record>, StoreError> {
         if fires.is_empty() {
             return Ok(Vec::new());
         }
         let now = format_datetime(Utc::now());
-        let (runs, settled) = {
+        let created = Utc::now().timestamp_millis();
+        let runs = {
             let _guard = self.store.write_lock();
-            let mut runs = Vec::new();
-            let mut settled = Vec::new();
-            let mut connectors = Vec::with_capacity(fires.len());
+            let mut writes = Vec::new();
+            let mut schedule = Vec::with_capacity(fires.len());
             let mut ids = self.store.next_ids(MODEL, fires.iter().map(|f| f.windows.len()).sum::<usize>() as u64)?;
+            let mut new_runs = 0;
             for fire in fires {
-                let Some(c) = self.store.get(connector::MODEL, fire.connector) else { continue };
-                let mut c = (*c).clone();
                 if let Some(at) = fire.next_at {
-                    c.set("next_run_at", format_datetime(at));
+                    schedule.push((fire.connector, Some(at)));
                 }
                 let mut sent_again = HashMap::new();
                 for w in &fire.windows {
                     let Some(run_id) = ids.next() else { break };
-                    let mut run = new_run(run_id, fire.connector, "schedule", w.start, w.end, &now);
+                    let mut run = new_run_at(run_id, fire.connector, "schedule", w.start, w.end, &now, created);
                     if let Some(gap) = w.covers {
                         run.set("retry_of_id", gap);
                         run.set("error_message", format!("sends again the window of run #{gap}"));
                         sent_again.insert(gap, run_id);
                     }
-                    c.set("last_run_id", run.id);
-                    runs.push(run);
+                    writes.push(run);
+                    new_runs += 1;
                 }
                 for gap in fire.settles {
                     let Some(old) = self.store.get(MODEL, gap) else { continue };
@@ -265,25 +277,22 @@ impl Engine {
                         let text = old.str("error_message").unwrap_or_default().to_string();
                         old.set("error_message", format!("{text} (its window is sent again as run #{by})").trim());
                     }
-                    settled.push(old);
+                    writes.push(old);
                 }
-                connectors.push(c);
             }
-            let mut all = runs.clone();
-            all.extend(settled.iter().cloned());
-            self.store.put_all(MODEL, all)?;
-            self.store.put_all(connector::MODEL, connectors)?;
+            self.store.put_all(MODEL, writes.clone())?;
+            self.store.schedule_set(&schedule)?;
             let mut index = self.index();
-            for run in runs.iter().chain(&settled) {
+            for run in &writes {
                 index_run(&mut index, run);
             }
-            (runs, settled)
+            writes.truncate(new_runs);
+            writes
         };
         self.store.flush().await?;
         for run in &runs {
             log_change(run, "new");
         }
-        drop(settled);
         if !runs.is_empty() {
             self.wake.notify_one();
         }
@@ -435,13 +444,6 @@ impl Engine {
             closed.set("done_date", now.clone());
             closed.set("write_date", now.clone());
             self.store.put_all(MODEL, vec![retry.clone(), closed.clone()])?;
-            if is_top_level(&retry)
-                && let Some(c) = self.store.get(connector::MODEL, connector_id(run))
-            {
-                let mut c = (*c).clone();
-                c.set("last_run_id", retry.id);
-                self.store.put(connector::MODEL, c)?;
-            }
             let mut index = self.index();
             index_run(&mut index, &retry);
             index_run(&mut index, &closed);
@@ -558,33 +560,5 @@ impl Engine {
         })
         .await?;
         Ok(())
-    }
-
-    /// Drops old runs beyond the retention: per connector the newest `retention` runs,
-    /// every failed run, every open run, every gap and the latest acknowledged scheduled
-    /// run stay.
-    pub async fn prune_runs(&self) -> Result<usize, StoreError> {
-        let mut by_connector: HashMap<u64, Vec<std::sync::Arc<Record>>> = HashMap::new();
-        for run in self.store.list(MODEL) {
-            by_connector.entry(connector_id(&run)).or_default().push(run);
-        }
-        let mut doomed = Vec::new();
-        for (_, mut runs) in by_connector {
-            if runs.len() <= self.config.retention {
-                continue;
-            }
-            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
-            let latest_ack = runs.iter().find(|r| advances_watermark(r)).map(|r| r.id);
-            for run in runs.iter().skip(self.config.retention) {
-                if is_terminal(run) && state(run) != "failed" && !is_gap(run) && Some(run.id) != latest_ack {
-                    doomed.push(run.id);
-                }
-            }
-        }
-        if !doomed.is_empty() {
-            self.store.remove_all(MODEL, &doomed)?;
-            self.store.flush().await?;
-        }
-        Ok(doomed.len())
     }
 }

@@ -41,7 +41,13 @@ impl Plan {
         for c in engine.store.list(connector::MODEL) {
             match (c.str("is_recurring"), c.str("job_status")) {
                 (Some("recurring"), Some("running")) => {
-                    self.recurring.insert((c.str("next_run_at").and_then(|s| parse_datetime(s).ok()), c.id));
+                    // The schedule table holds the next fire (a store written by an
+                    // earlier version kept it on the connector record).
+                    let due = engine
+                        .store
+                        .schedule_get(c.id)
+                        .or_else(|| c.str("next_run_at").and_then(|s| parse_datetime(s).ok()));
+                    self.recurring.insert((due, c.id));
                 }
                 (Some("onetime"), Some("started")) => self.onetime.push(c.id),
                 _ => {}
@@ -69,8 +75,6 @@ pub fn start(engine: Arc<Engine>) -> std::io::Result<tokio::sync::oneshot::Recei
 
 /// Runs until the engine is cancelled.
 pub async fn run(engine: Arc<Engine>) {
-    // Prune once at start, then every ten minutes.
-    let mut last_prune = DateTime::<Utc>::MIN_UTC;
     let mut plan = Plan::default();
     loop {
         let now = Utc::now();
@@ -84,14 +88,6 @@ pub async fn run(engine: Arc<Engine>) {
                 Some(now + TimeDelta::seconds(5))
             }
         };
-        if now - last_prune > TimeDelta::minutes(10) {
-            last_prune = now;
-            match engine.prune_runs().await {
-                Ok(n) if n > 0 => tracing::info!(removed = n, "old runs pruned"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning runs failed"),
-            }
-        }
         let sleep = next.map_or(Duration::from_secs(600), |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         let sleep = sleep.min(Duration::from_secs(600));
         METRICS.scheduler_tick(started.elapsed());
@@ -117,7 +113,7 @@ async fn tick(
     plan.refresh(engine);
     let mut next: Option<DateTime<Utc>> = None;
     let mut fires = Vec::new();
-    let mut fired_due = Vec::new();
+    let mut fired = Vec::new();
     for &(due, id) in &plan.recurring {
         if let Some(due) = due.filter(|d| *d > now) {
             next = earliest(next, due);
@@ -125,10 +121,10 @@ async fn tick(
         }
         let Some(c) = engine.store.get(connector::MODEL, id) else { continue };
         let fire = plan_fire(engine, &c, due, now);
-        fired_due.extend(due);
         if let Some(at) = fire.next_at {
             next = earliest(next, at);
         }
+        fired.push((due, id, fire.next_at));
         fires.push(fire);
     }
     for &id in &plan.onetime {
@@ -147,10 +143,16 @@ async fn tick(
     }
     if !fires.is_empty() {
         engine.fire_batch(fires).await?;
-        // Lateness: from when each was due until its run was queued.
+        // Lateness: from when each was due until its run was queued. The plan moves each
+        // fired connector to its next due time (a fire does not touch the connector
+        // record, so the plan is not rebuilt for it).
         let queued = Utc::now();
-        for due in fired_due {
-            METRICS.scheduler_fired(queued - due);
+        for (due, id, next_at) in fired {
+            if let Some(due) = due {
+                METRICS.scheduler_fired(queued - due);
+            }
+            plan.recurring.remove(&(due, id));
+            plan.recurring.insert((next_at.or(due), id));
         }
     }
     for (run_id, connector, due) in runnable(engine) {
@@ -207,14 +209,19 @@ pub fn next_windows(engine: &Engine, c: &Record, now: DateTime<Utc>) -> (Vec<Fir
     (windows, gaps.keys().copied().collect())
 }
 
+/// Hidden value on a started one-time connector (not a field): the run its start queued.
+/// Starting the connector again clears it.
+pub const ONETIME_RUN: &str = "_onetime_run";
+
 /// A started one-time job without an open run: queue its window once, or complete it
 /// when its run already ended.
 async fn start_onetime(engine: &Engine, c: &Record) -> Result<(), crate::store::StoreError> {
-    if c.int("last_run_id").is_some() {
+    if c.int(ONETIME_RUN).is_some() {
         return engine.update_connector(c.id, |rec| rec.set("job_status", "completed")).await;
     }
     if let Some((start, end)) = window::onetime_window(c) {
-        engine.create_run(c.id, "onetime", start, end, |_| {}).await?;
+        let run = engine.create_run(c.id, "onetime", start, end, |_| {}).await?;
+        engine.update_connector(c.id, |rec| rec.set(ONETIME_RUN, run.id)).await?;
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 //! must keep), in chunks of at most [`CHUNK`] records per commit.
 //!
 //! Runs: per connector the newest `runs_per_connector` stay, and beyond them every open
-//! run, every failed run and the run holding the watermark (the latest acknowledged
-//! scheduled run). With an age limit, ended runs created before it go too, failed ones
-//! included; open runs and the watermark run never do.
+//! run, every failed run, every gap (a scheduled window the next fire sends again) and
+//! the run holding the watermark (`run::watermark_run`). With an age limit, ended runs
+//! created before it go too, failed ones included; open runs, gaps and the watermark run
+//! never do.
 //!
 //! Deliveries: pending ones always stay. Delivered and failed ones whose last change is
 //! older than `delivery_max_age` go; beyond `deliveries_per_connector` delivered ones
@@ -66,10 +67,6 @@ fn terminal(r: &Record) -> bool {
     TERMINAL.contains(&r.str("state").unwrap_or("queued"))
 }
 
-fn advances_watermark(r: &Record) -> bool {
-    r.str("trigger") == Some("schedule") && (r.str("mts_request_id").is_some() || r.str("state") == Some("empty"))
-}
-
 fn time(r: &Record, field: &str) -> Option<DateTime<Utc>> {
     r.str(field).and_then(|s| parse_datetime(s).ok())
 }
@@ -124,12 +121,18 @@ impl Store {
         let model = run::MODEL;
         let newest_first = ids(self, model, "connector", &[connector], true)?;
         let read = |id: u64| self.peek(model, id);
-        let mut latest_ack = None;
-        for id in &newest_first {
-            if read(*id)?.is_some_and(|r| advances_watermark(&r)) {
-                latest_ack = Some(*id);
-                break;
+        // The run holding the watermark (read from the runs made since it).
+        let mut failed = None;
+        let newest = newest_first.iter().map_while(|id| match read(*id) {
+            Ok(r) => r,
+            Err(e) => {
+                failed = Some(e);
+                None
             }
+        });
+        let latest_ack = run::watermark_run(newest).map(|(id, _)| id);
+        if let Some(e) = failed {
+            return Err(e);
         }
         let cutoff = policy.run_max_age.map(|d| ago(now, d));
         let mut doomed = Vec::new();
@@ -138,7 +141,8 @@ impl Store {
         for id in newest_first.iter().skip(policy.runs_per_connector) {
             let Some(r) = read(*id)? else { continue };
             let old = cutoff.is_some_and(|c| time(&r, "create_date").is_some_and(|t| t < c));
-            if terminal(&r) && Some(*id) != latest_ack && (r.str("state") != Some("failed") || old) {
+            if terminal(&r) && Some(*id) != latest_ack && !run::is_gap(&r) && (r.str("state") != Some("failed") || old)
+            {
                 doomed.push(*id);
                 removed += remove(self, model, &mut doomed, false).await?;
             }
@@ -152,7 +156,7 @@ impl Store {
                 if time(&r, "create_date").is_none_or(|t| t >= cutoff) {
                     break;
                 }
-                if terminal(&r) && Some(*id) != latest_ack {
+                if terminal(&r) && Some(*id) != latest_ack && !run::is_gap(&r) {
                     doomed.push(*id);
                     removed += remove(self, model, &mut doomed, false).await?;
                 }

@@ -35,8 +35,14 @@ pub static RUN: ModelSchema = ModelSchema {
         IndexDef { name: "connector", fields: &["connector_id"] },
         // Open runs at start; runs by state for the metrics and searches.
         IndexDef { name: "state", fields: &["state"] },
+        // A connector's top-level runs (not the parts of a split window nor the pages of
+        // a walk), newest last: what it shows as its last run.
+        IndexDef { name: "connector_top", fields: &["connector_id", "split_of_id"] },
         // The pages of a registry walk, the parts of a split window.
         IndexDef { name: "split_of", fields: &["split_of_id"] },
+        // Scheduled windows that ended unacknowledged and were not sent again (the
+        // engine's gaps, `run::GAP`): found at start without reading the history.
+        IndexDef { name: "gap", fields: &[run::GAP] },
     ],
     counted: &["state"],
     summed: &["records_expected", "records_received", "records_delivered", "records_failed"],

@@ -79,7 +79,7 @@ async fn walk_inner(engine: &Engine, id: u64, c: &Record) -> Result<(), Stop> {
     }
     // Pages waiting for MTS besides those in it, so that MTS never waits for Odoo.
     let most_open = pool::max_parallel(c) * 2;
-    let skip = in_flight(engine, c);
+    let skip = in_flight(engine, c)?;
     let mut last_id = walk.int("last_id").unwrap_or(0).max(0) as u64;
     let status_at_start = c.str("job_status").map(str::to_string);
     let mut stopped_by_user = false;
@@ -125,20 +125,36 @@ async fn walk_inner(engine: &Engine, id: u64, c: &Record) -> Result<(), Stop> {
     Ok(())
 }
 
-/// A page of walk `id` MTS refused: the walk reads no further.
-fn failed_page(engine: &Engine, id: u64) -> Option<Record> {
-    pages_of(engine, id).into_iter().find(|p| state(p) == "failed" && p.int("retry_of_id").is_none())
+/// What the pages of a walk came to, read through the store's index one page at a time.
+#[derive(Default)]
+struct Pages {
+    count: usize,
+    /// Pages that ended `failed` or `done_with_errors`: how many, and the first few.
+    bad: usize,
+    bad_list: Vec<String>,
+    /// The first page MTS refused (its first send, not a resubmission).
+    refused: Option<Record>,
+    /// A page a stop cancelled before MTS took it.
+    cancelled: bool,
 }
 
-/// Every page of walk `id`.
-fn pages_of(engine: &Engine, id: u64) -> Vec<Record> {
-    engine
-        .store
-        .list(run_model::MODEL)
-        .into_iter()
-        .filter(|r| r.int("split_of_id") == Some(id as i64))
-        .map(|r| (*r).clone())
-        .collect()
+fn pages_of(engine: &Engine, id: u64) -> Result<Pages, StoreError> {
+    let mut out = Pages::default();
+    for page in engine.store.index_ids(run_model::MODEL, "split_of", &[&Value::from(id)], false)? {
+        let Some(p) = engine.store.try_get(run_model::MODEL, page?)? else { continue };
+        out.count += 1;
+        if matches!(state(&p), "failed" | "done_with_errors") {
+            out.bad += 1;
+            if out.bad_list.len() < 5 {
+                out.bad_list.push(format!("#{} ({})", p.id, state(&p)));
+            }
+        }
+        if out.refused.is_none() && state(&p) == "failed" && p.int("retry_of_id").is_none() {
+            out.refused = Some((*p).clone());
+        }
+        out.cancelled |= state(&p) == "cancelled" && !runs::acknowledged(&p);
+    }
+    Ok(out)
 }
 
 /// The connector was stopped (or deleted) since the walk started: the walk creates no
@@ -152,11 +168,12 @@ fn connector_stopped(engine: &Engine, id: u64, at_start: Option<&str>) -> bool {
 
 /// Registrant ids that must not be sent now: those of open page runs of the connector
 /// and, in relay mode, of pages whose deliveries are still pending.
-fn in_flight(engine: &Engine, c: &Record) -> HashSet<u64> {
+fn in_flight(engine: &Engine, c: &Record) -> Result<HashSet<u64>, StoreError> {
     let mut runs_in_flight: HashSet<u64> = engine.open_runs(c.id).into_iter().collect();
     if c.str("callback_mode") == Some("relay") {
-        for d in engine.store.list(delivery::MODEL) {
-            if d.int("connector_id") == Some(c.id as i64) && d.str("state") == Some("pending") {
+        let (connector, pending) = (Value::from(c.id), Value::from("pending"));
+        for id in engine.store.index_ids(delivery::MODEL, "connector_state", &[&connector, &pending], false)? {
+            if let Some(d) = engine.store.try_get(delivery::MODEL, id?)? {
                 runs_in_flight.extend(d.int("run_id").map(|r| r as u64));
             }
         }
@@ -167,25 +184,19 @@ fn in_flight(engine: &Engine, c: &Record) -> HashSet<u64> {
             ids.extend(ids_of);
         }
     }
-    ids
+    Ok(ids)
 }
 
 /// Ends a walk whose pages have all ended (`stopped`: the connector was stopped before
 /// the walk read everything).
 async fn finish_walk(engine: &Engine, id: u64, stopped: bool) -> Result<(), StoreError> {
     let Some(walk) = engine.run(id) else { return Ok(()) };
-    let pages = pages_of(engine, id);
-    let bad: Vec<String> = pages
-        .iter()
-        .filter(|p| matches!(state(p), "failed" | "done_with_errors"))
-        .map(|p| format!("#{} ({})", p.id, state(p)))
-        .collect();
+    let pages = pages_of(engine, id)?;
     let sent = walk.int("records_sent").unwrap_or(0);
     let skipped = walk.int("records_skipped").unwrap_or(0);
-    let refused = failed_page(engine, id);
     // Pages a stop cancelled before MTS took them: the walk did not read everything out.
-    let stopped = stopped || pages.iter().any(|p| state(p) == "cancelled" && !runs::acknowledged(p));
-    let (new_state, code, message) = if let Some(page) = &refused {
+    let stopped = stopped || pages.cancelled;
+    let (new_state, code, message) = if let Some(page) = &pages.refused {
         let why = page.str("error_message").unwrap_or("MTS refused it");
         ("failed", page.str("error_code").map(str::to_string), format!("page run #{}: {why}", page.id))
     } else if stopped {
@@ -194,12 +205,12 @@ async fn finish_walk(engine: &Engine, id: u64, stopped: bool) -> Result<(), Stor
         ("empty", None, "no registrant matches the domain".to_string())
     } else if sent == 0 {
         ("empty", None, format!("every matching registrant ({skipped}) is already in an open request"))
-    } else if !bad.is_empty() {
-        let mut list = bad.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-        if bad.len() > 5 {
+    } else if pages.bad > 0 {
+        let mut list = pages.bad_list.join(", ");
+        if pages.bad > pages.bad_list.len() {
             list.push_str(", ...");
         }
-        ("done_with_errors", None, format!("{} of {} pages ended with errors: {list}", bad.len(), pages.len()))
+        ("done_with_errors", None, format!("{} of {} pages ended with errors: {list}", pages.bad, pages.count))
     } else {
         ("done", None, format!("{sent} registrants sent in {} pages", walk.int("pages_done").unwrap_or(0)))
     };
