@@ -69,8 +69,12 @@ fn run_record(id: u64, now: &str) -> Record {
     r.set("name", format!("#{id}"));
     r.set("connector_id", 1 + id % CONNECTORS);
     r.set("trigger", "schedule");
-    r.set("window_start", "2026-11-01 00:00:00");
-    r.set("window_end", "2026-11-01 00:05:00");
+    // As a connector firing every 5 minutes makes them: run `id` made at `made`, its
+    // window ending 2 minutes (the settle delay) before.
+    let made =
+        chrono::DateTime::from_timestamp(1_790_000_000 + id as i64 * 300 / CONNECTORS as i64, 0).unwrap_or_default();
+    r.set("window_start", format_datetime(made - TimeDelta::minutes(7)));
+    r.set("window_end", format_datetime(made - TimeDelta::minutes(2)));
     r.set("state", "done");
     r.set("attempts", 1);
     r.set("mts_request_id", format!("{:032x}", id.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
@@ -79,7 +83,7 @@ fn run_record(id: u64, now: &str) -> Record {
     r.set("create_date", now);
     r.set("write_date", now);
     r.set("done_date", now);
-    r.set("_created_ms", 1_800_000_000_000i64 + id as i64);
+    r.set("_created_ms", made.timestamp_millis());
     r
 }
 
@@ -265,13 +269,56 @@ fn ms(us: &Value) -> String {
     format!("{:.3} ms", us.as_f64().unwrap_or(0.0) / 1000.0)
 }
 
-fn history(runs: u64, deliveries: u64) {
+/// The release service started on the large history: how long until it listens, its
+/// memory after the start and after 500 `search_read`s of a connector's latest runs over
+/// JSON-RPC (the Odoo addon's query), and their latency.
+fn service_on(bin: &Path, data: &Path) -> Value {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let t = Instant::now();
+    let svc = support::Svc::start_on(bin, logs, data, &[]);
+    let start_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let pid = svc.pid();
+    let rss_start_kb = support::status_kb(pid, "VmRSS");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut lat: Vec<u64> = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut lat = Vec::new();
+        for i in 0..500u64 {
+            let t = Instant::now();
+            let rows = support::rpc(
+                &http,
+                &svc.url,
+                run::MODEL,
+                "search_read",
+                json!([[["connector_id", "=", 1 + i % CONNECTORS]]]),
+                json!({"fields": ["name", "state", "window_start", "window_end", "records_expected"], "limit": 20, "order": "id desc"}),
+            )
+            .await;
+            lat.push(t.elapsed().as_micros() as u64);
+            assert_eq!(rows.as_array().map(Vec::len), Some(20), "the latest 20 runs");
+        }
+        lat
+    });
+    lat.sort_unstable();
+    let out = json!({
+        "start_ms": start_ms,
+        "rss_start_kb": rss_start_kb,
+        "hwm_kb": support::status_kb(pid, "VmHWM"),
+        "p50_us": support::quantile(&lat, 0.5),
+        "p99_us": support::quantile(&lat, 0.99),
+    });
+    svc.stop();
+    out
+}
+
+fn history(bin: &Path, runs: u64, deliveries: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let d = data.to_string_lossy().to_string();
     let t = Instant::now();
     child("populate", &[d.clone(), runs.to_string(), deliveries.to_string()]);
     eprintln!("populated {runs} runs and {deliveries} deliveries in {:?}", t.elapsed());
+    let service = service_on(bin, &data);
     let v2 = child("measure", std::slice::from_ref(&d));
     let base = child("v1", std::slice::from_ref(&d));
     println!(
@@ -323,6 +370,25 @@ fn history(runs: u64, deliveries: u64) {
         v2["writes_per_s"].as_f64().unwrap_or(0.0)
     );
     println!("| store file | {:.0} MiB | - | - |", v2["file_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20));
+    println!();
+    println!("The release service started on this history (one process, measured alone):");
+    println!();
+    println!("| the service | |");
+    println!("|---|---|");
+    println!(
+        "| start until it listens (restart with the large history) | {:.0} ms |",
+        service["start_ms"].as_f64().unwrap_or(0.0)
+    );
+    println!("| memory after the start (VmRSS) | {} |", mib(service["rss_start_kb"].as_u64().unwrap_or(0)));
+    println!(
+        "| JSON-RPC `search_read` of a connector's latest 20 runs: p50, p99 | {}, {} |",
+        ms(&service["p50_us"]),
+        ms(&service["p99_us"])
+    );
+    println!(
+        "| peak RSS (VmHWM) over the start and the 500 calls | {} |",
+        mib(service["hwm_kb"].as_u64().unwrap_or(0))
+    );
 }
 
 /// Posts `records` to the relay from `senders` concurrent keep-alive clients, `per_call`
@@ -444,7 +510,7 @@ fn main() {
             let records = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20_000);
             // RUNS = 0: the relay part only.
             if runs > 0 {
-                history(runs, deliveries);
+                history(&bin, runs, deliveries);
                 println!();
             }
             let rt =

@@ -24,11 +24,17 @@ impl Svc {
     /// Starts `bin serve` on a free port with a fresh data dir; `extra` are more flags.
     pub fn start(bin: &Path, extra: &[&str]) -> Svc {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        Svc::start_on(bin, dir, &data, extra)
+    }
+
+    /// Starts `bin serve` on a free port on the data dir `data`; its log goes into `dir`.
+    pub fn start_on(bin: &Path, dir: tempfile::TempDir, data: &Path, extra: &[&str]) -> Svc {
         let log = dir.path().join("service.log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(data)
             .args(extra)
             .env("MTSC_API_KEY", KEY)
             .env("RUST_LOG", std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()))

@@ -82,7 +82,7 @@ fn index_run(index: &mut Index, run: &Record) {
 }
 
 /// Rebuilds the index at start through the store's indexes: the open runs, the gaps, and
-/// each connector's watermark (from the runs made since it, see
+/// each connector's watermark (from its scheduled runs made since it, see
 /// [`crate::model::run::watermark_run`]), never the whole history.
 pub fn build_index(store: &Store) -> Result<Index, StoreError> {
     let mut index = Index::default();
@@ -102,15 +102,15 @@ pub fn build_index(store: &Store) -> Result<Index, StoreError> {
             index_run(&mut index, &run);
         }
     }
+    let schedule = Value::from("schedule");
     for connector in store.index_heads(MODEL, "connector")? {
         let mut failed = None;
-        let newest_first = store.index_ids(MODEL, "connector", &[&connector], true)?.map_while(|id| {
-            match id.and_then(|id| store.try_get(MODEL, id)) {
-                Ok(run) => run,
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
+        let scheduled = store.index_ids(MODEL, "connector_trigger", &[&connector, &schedule], true)?;
+        let newest_first = scheduled.map_while(|id| match id.and_then(|id| store.try_get(MODEL, id)) {
+            Ok(run) => run,
+            Err(e) => {
+                failed = Some(e);
+                None
             }
         });
         let watermark = crate::model::run::watermark_run(newest_first);

@@ -35,6 +35,9 @@ pub static RUN: ModelSchema = ModelSchema {
         IndexDef { name: "connector", fields: &["connector_id"] },
         // Open runs at start; runs by state for the metrics and searches.
         IndexDef { name: "state", fields: &["state"] },
+        // A connector's runs by trigger, newest last: its scheduled windows, from which
+        // the engine derives its watermark at start without reading the history.
+        IndexDef { name: "connector_trigger", fields: &["connector_id", "trigger"] },
         // A connector's top-level runs (not the parts of a split window nor the pages of
         // a walk), newest last: what it shows as its last run.
         IndexDef { name: "connector_top", fields: &["connector_id", "split_of_id"] },
