@@ -41,21 +41,30 @@ fn endpoint_of(run: &Record, c: &Record) -> String {
 
 /// Drives request-carrying run `id` as far as it can go now: until it is terminal,
 /// waits for a retry (the scheduler dispatches it again when due), or the engine stops.
-pub async fn request<I: Input>(engine: &Engine, id: u64, input: &I) -> Result<(), StoreError> {
+/// `admission` is the place in flight the scheduler got for it (a run MTS already holds
+/// is tracked where it went, counted without one).
+pub async fn request<I: Input>(
+    engine: &Engine,
+    id: u64,
+    input: &I,
+    admission: Option<Admission>,
+) -> Result<(), StoreError> {
     let Some(run) = engine.run(id) else { return Ok(()) };
     let Some(c) = connector_of(engine, &run) else {
         return engine.cancel(id, "the connector was deleted").await;
     };
     let admission = if state(&run) == "submitted" {
-        // MTS holds it: track it where it went, without waiting for room.
+        drop(admission);
         engine.pool.track(c.id, &endpoint_of(&run, &c))
     } else {
-        let wanted = engine.pool.admit(id, c.id, pool::max_parallel(&c), pool::endpoints(&c));
-        let Some(admission) = (tokio::select! {
-            admission = wanted => admission,
-            () = engine.cancel.cancelled() => return Ok(()),
-        }) else {
-            return engine.fail(id, "", "the connector names no MTS URL").await;
+        let admission = match admission {
+            Some(a) => a,
+            // The scheduler admits every request it starts; a run reaching here without a
+            // place counts on its first endpoint rather than go unbounded by it.
+            None => match pool::endpoints(&c).first() {
+                Some(first) => engine.pool.track(c.id, first),
+                None => return engine.fail(id, "", "the connector names no MTS URL").await,
+            },
         };
         match submit(engine, id, input, &admission).await? {
             Next::Track => {}

@@ -21,7 +21,7 @@ pub mod runs;
 pub mod scheduler;
 pub mod window;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,27 +99,81 @@ pub struct Index {
     pub watermark: HashMap<u64, DateTime<Utc>>,
     /// Gap candidates per connector: scheduled windows that ended unacknowledged and
     /// were not sent again yet (`run id -> window`), see [`runs`].
-    pub gaps: HashMap<u64, std::collections::BTreeMap<u64, window::Window>>,
+    pub gaps: HashMap<u64, BTreeMap<u64, window::Window>>,
     /// Runs that have a live task, with their connector.
     pub active: HashMap<u64, u64>,
-    /// Connectors with an open run that has no live task: what the scheduler may
-    /// dispatch. Kept up to date by [`Index::settle`], so that a scheduler pass looks at
-    /// these only, not at every open run.
-    pub waiting: HashSet<u64>,
+    /// Open runs without a live task, ready now, by admission group (their connector's
+    /// MTS endpoints; `""` for runs that need no admission), in id order: what a
+    /// scheduler pass looks at, group by group, so that it costs what it starts.
+    ready: BTreeMap<String, BTreeSet<u64>>,
+    /// Retrying runs without a live task, by when they are due.
+    timed: BTreeSet<(DateTime<Utc>, u64)>,
+    /// Where each run of `ready` or `timed` is: its connector, group and due time.
+    places: HashMap<u64, (u64, String, Option<DateTime<Utc>>)>,
     /// When each connector was last stopped: a run created before that which fails
     /// transiently is cancelled instead of retried (it was mid-call during the stop).
     pub stopped: HashMap<u64, DateTime<Utc>>,
 }
 
 impl Index {
-    /// Re-derives whether `connector` has a run waiting for a task.
-    pub fn settle(&mut self, connector: u64) {
-        let active = &self.active;
-        if self.open.get(&connector).is_some_and(|runs| runs.iter().any(|r| !active.contains_key(r))) {
-            self.waiting.insert(connector);
-        } else {
-            self.waiting.remove(&connector);
+    /// Sets where run `run` of `connector` waits for a task: nowhere (`None`: it ended or
+    /// has one), ready in `group`, or in `group` once `due`.
+    pub fn place(&mut self, run: u64, connector: u64, place: Option<(String, Option<DateTime<Utc>>)>) {
+        if let Some((_, group, due)) = self.places.remove(&run) {
+            match due {
+                Some(at) => {
+                    self.timed.remove(&(at, run));
+                }
+                None => {
+                    if let Some(set) = self.ready.get_mut(&group) {
+                        set.remove(&run);
+                        if set.is_empty() {
+                            self.ready.remove(&group);
+                        }
+                    }
+                }
+            }
         }
+        let Some((group, due)) = place else { return };
+        if self.active.contains_key(&run) {
+            return;
+        }
+        match due {
+            Some(at) => {
+                self.timed.insert((at, run));
+            }
+            None => {
+                self.ready.entry(group.clone()).or_default().insert(run);
+            }
+        }
+        self.places.insert(run, (connector, group, due));
+    }
+
+    /// Retries due by `now` become ready; answers when the next one is due.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        while let Some(&(at, run)) = self.timed.first() {
+            if at > now {
+                return Some(at);
+            }
+            self.timed.remove(&(at, run));
+            if let Some(entry) = self.places.get_mut(&run) {
+                entry.2 = None;
+                let group = entry.1.clone();
+                self.ready.entry(group).or_default().insert(run);
+            }
+        }
+        None
+    }
+
+    /// The admission groups that have ready runs.
+    pub fn groups(&self) -> Vec<String> {
+        self.ready.keys().cloned().collect()
+    }
+
+    /// The first ready run of `group` after run `after`, with its connector.
+    pub fn next_ready(&self, group: &str, after: u64) -> Option<(u64, u64)> {
+        let run = *self.ready.get(group)?.range(after + 1..).next()?;
+        Some((run, self.places.get(&run).map_or(0, |p| p.0)))
     }
 
     /// Marks `run` of `connector` as having a live task; false if it already has one.
@@ -127,15 +181,13 @@ impl Index {
         if self.active.insert(run, connector).is_some() {
             return false;
         }
-        self.settle(connector);
+        self.place(run, connector, None);
         true
     }
 
-    /// The task of `run` ended.
+    /// The task of `run` ended (the caller places the run again if it is still open).
     pub fn deactivate(&mut self, run: u64) {
-        if let Some(connector) = self.active.remove(&run) {
-            self.settle(connector);
-        }
+        self.active.remove(&run);
     }
 }
 
@@ -146,8 +198,8 @@ pub struct Engine {
     pub odk: OdkClient,
     pub relay: crate::relay::Relay,
     pub index: Mutex<Index>,
-    /// Wakes the scheduler: a connector or run changed.
-    pub wake: Notify,
+    /// Wakes the scheduler: a connector or run changed, or room freed up in the pool.
+    pub wake: Arc<Notify>,
     /// Woken (all waiters) whenever a run ends: a walk waits on its pages with it.
     pub run_ended: Notify,
     /// The MTS endpoints and the requests in flight on them.
@@ -167,6 +219,7 @@ impl Engine {
     ) -> Result<Arc<Engine>, crate::store::StoreError> {
         let index = runs::build_index(&store)?;
         let relay = crate::relay::Relay::new(&store, config.relay.clone(), http.clone());
+        let wake = Arc::new(Notify::new());
         Ok(Arc::new(Engine {
             relay,
             store,
@@ -175,12 +228,13 @@ impl Engine {
                 config.max_in_flight,
                 config.retry_base.min(Duration::from_secs(5)),
                 config.retry_cap.min(Duration::from_secs(300)),
+                wake.clone(),
             ),
+            wake,
             config,
             mts: MtsClient::new(http.clone()),
             odk: OdkClient::new(http),
             index: Mutex::new(index),
-            wake: Notify::new(),
             run_ended: Notify::new(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -210,21 +264,25 @@ impl Engine {
 }
 
 /// Drives run `id` as far as it can go now, by its kind: a request (an ODK window or a
-/// registry page) through the run life, a registry walk, or a VID clean-up. Returns when
-/// the run is terminal, waits for a retry (the scheduler dispatches it again when due),
-/// or the engine stops.
-pub async fn drive(engine: Arc<Engine>, id: u64) {
+/// registry page, with the admission the scheduler got for it) through the run life, a
+/// registry walk, or a VID clean-up. Returns when the run is terminal, waits for a retry
+/// (the scheduler dispatches it again when due), or the engine stops.
+pub async fn drive(engine: Arc<Engine>, id: u64, admission: Option<pool::Admission>) {
     let result = match engine.run(id) {
         Some(run) if run.str("trigger") == Some("vid_cleanup") => registry::cleanup(&engine, id).await,
-        Some(run) if registry::is_page(&run) => life::request(&engine, id, &registry::RegistryPage).await,
+        Some(run) if registry::is_page(&run) => life::request(&engine, id, &registry::RegistryPage, admission).await,
         Some(run) if is_registry(&engine, &run) => registry::walk(&engine, id).await,
-        Some(_) => life::request(&engine, id, &input::OdkWindow).await,
+        Some(_) => life::request(&engine, id, &input::OdkWindow, admission).await,
         None => Ok(()),
     };
     if let Err(e) = result {
         tracing::error!(run_id = id, error = %e, "run paused: the store failed; it resumes on the next start");
     }
     engine.index().deactivate(id);
+    if let Some(run) = engine.run(id) {
+        let place = runs::place_of(&engine.store, &run);
+        engine.index().place(id, runs::connector_id(&run), place);
+    }
     engine.wake.notify_one();
 }
 

@@ -4,19 +4,21 @@
 //! separate installations). A request is *in flight* from its admission (before the ODK
 //! pre-count or the registry read) until MTS ended it; three limits bound how many:
 //! per connector (`mts_max_parallel`), per endpoint (`--max-per-mts`) and over all
-//! (`--max-in-flight`). Admission is oldest run first, on the least busy endpoint that
-//! is up. An endpoint whose calls fail is skipped for a backoff and then tried again by
-//! one request; one that has answered nothing for a while has lost what it held
+//! (`--max-in-flight`). A run is admitted on the least busy endpoint that is up. An
+//! endpoint whose calls fail is skipped for a backoff and then tried again by one
+//! request; one that has answered nothing for a while has lost what it held
 //! ([`Pool::failing_for`]; the run life resubmits those requests elsewhere).
 //!
-//! Counts live here, not in semaphores: a request tracked after a restart counts at
-//! once, without waiting, even if the limits were lowered meanwhile.
+//! Admission never waits: the scheduler asks ([`Pool::try_admit`]) before it starts a
+//! run's task, oldest run first, so no task waits for room; an [`Admission`] that ends
+//! wakes the scheduler to admit the next. Counts live here, not in semaphores: a
+//! request tracked after a restart counts at once, even if the limits were lowered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 
 use crate::model::connector;
 use crate::model::fields::Record;
@@ -56,20 +58,11 @@ impl Endpoint {
     }
 }
 
-struct Waiter {
-    connector: u64,
-    limit: usize,
-    endpoints: Vec<String>,
-    grant: oneshot::Sender<String>,
-}
-
 #[derive(Default)]
 struct State {
     endpoints: HashMap<String, Endpoint>,
     connectors: HashMap<u64, usize>,
     total: usize,
-    /// Runs waiting for admission, by run id: the oldest is served first.
-    waiters: BTreeMap<u64, Waiter>,
 }
 
 struct Inner {
@@ -78,6 +71,8 @@ struct Inner {
     total: usize,
     backoff_base: Duration,
     backoff_cap: Duration,
+    /// Woken when room frees up (the scheduler's wake-up).
+    room: Arc<Notify>,
 }
 
 impl Inner {
@@ -85,32 +80,18 @@ impl Inner {
         // Poison means a panic elsewhere; every update keeps the counts consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Admits every waiter that fits now, oldest first. A waiter whose connector or
-    /// endpoints are full does not hold up younger ones that fit.
-    fn grant(&self, st: &mut State) {
-        let now = Instant::now();
-        let ids: Vec<u64> = st.waiters.keys().copied().collect();
-        for id in ids {
-            if st.total >= self.total {
-                break;
-            }
-            let Some(w) = st.waiters.get(&id) else { continue };
-            if w.grant.is_closed() {
-                st.waiters.remove(&id);
-                continue;
-            }
-            if st.connectors.get(&w.connector).copied().unwrap_or(0) >= w.limit {
-                continue;
-            }
-            let Some(endpoint) = choose(&st.endpoints, &w.endpoints, self.per_endpoint, now) else { continue };
-            let Some(w) = st.waiters.remove(&id) else { continue };
-            let connector = w.connector;
-            if w.grant.send(endpoint.clone()).is_ok() {
-                count(st, connector, &endpoint, 1);
-            }
-        }
-    }
+/// Why a run cannot have a request in flight now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Its connector has `mts_max_parallel` requests in flight.
+    Connector,
+    /// Its endpoints (or the service, `--max-in-flight`) are full: no run using these
+    /// endpoints can be admitted now.
+    Endpoints,
+    /// The connector names no MTS URL.
+    NoEndpoint,
 }
 
 /// The least busy endpoint with room that is up; when every endpoint of the list is
@@ -155,9 +136,8 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut st = self.inner.state();
-        count(&mut st, self.connector, &self.endpoint, -1);
-        self.inner.grant(&mut st);
+        count(&mut self.inner.state(), self.connector, &self.endpoint, -1);
+        self.inner.room.notify_one();
     }
 }
 
@@ -174,8 +154,14 @@ pub struct EndpointStats {
 impl Pool {
     /// `per_endpoint` and `total` are the `--max-per-mts` and `--max-in-flight` limits; a
     /// failing endpoint is skipped for `backoff_base` doubled per failure, up to
-    /// `backoff_cap`.
-    pub fn new(per_endpoint: usize, total: usize, backoff_base: Duration, backoff_cap: Duration) -> Pool {
+    /// `backoff_cap`; `room` is notified whenever a request leaves.
+    pub fn new(
+        per_endpoint: usize,
+        total: usize,
+        backoff_base: Duration,
+        backoff_cap: Duration,
+        room: Arc<Notify>,
+    ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
@@ -183,24 +169,28 @@ impl Pool {
                 total: total.max(1),
                 backoff_base,
                 backoff_cap,
+                room,
             }),
         }
     }
 
-    /// Waits until run `run` of `connector` may have a request in flight, and answers on
-    /// which of `endpoints`. Oldest run first; dropping the future gives up its turn.
-    pub async fn admit(&self, run: u64, connector: u64, limit: usize, endpoints: Vec<String>) -> Option<Admission> {
+    /// A place in flight for a request of `connector` (whose limit is `limit`) on the
+    /// least busy of `endpoints` that is up, if there is room now.
+    pub fn try_admit(&self, connector: u64, limit: usize, endpoints: &[String]) -> Result<Admission, NoRoom> {
         if endpoints.is_empty() {
-            return None;
+            return Err(NoRoom::NoEndpoint);
         }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = self.inner.state();
-            st.waiters.insert(run, Waiter { connector, limit: limit.max(1), endpoints, grant: tx });
-            self.inner.grant(&mut st);
+        let mut st = self.inner.state();
+        if st.total >= self.inner.total {
+            return Err(NoRoom::Endpoints);
         }
-        let endpoint = rx.await.ok()?;
-        Some(Admission { inner: self.inner.clone(), connector, endpoint })
+        if st.connectors.get(&connector).copied().unwrap_or(0) >= limit.max(1) {
+            return Err(NoRoom::Connector);
+        }
+        let endpoint =
+            choose(&st.endpoints, endpoints, self.inner.per_endpoint, Instant::now()).ok_or(NoRoom::Endpoints)?;
+        count(&mut st, connector, &endpoint, 1);
+        Ok(Admission { inner: self.inner.clone(), connector, endpoint })
     }
 
     /// A request MTS already holds (tracked after a restart): counted at once.
@@ -217,9 +207,10 @@ impl Pool {
         e.failures = 0;
         e.down_until = None;
         e.failing_since = None;
+        drop(st);
         if was_down {
             tracing::info!(endpoint = %label(endpoint), "MTS endpoint answers again");
-            self.inner.grant(&mut st);
+            self.inner.room.notify_one();
         }
     }
 
@@ -279,7 +270,7 @@ mod tests {
     use super::*;
 
     fn pool(per_endpoint: usize, total: usize) -> Pool {
-        Pool::new(per_endpoint, total, Duration::from_secs(60), Duration::from_secs(60))
+        Pool::new(per_endpoint, total, Duration::from_secs(60), Duration::from_secs(60), Arc::new(Notify::new()))
     }
 
     fn urls(list: &[&str]) -> Vec<String> {
@@ -294,63 +285,48 @@ mod tests {
         assert_eq!(label("https://user:pw@mts-0.seeder:8080/v1?x=1"), "mts-0.seeder:8080");
     }
 
-    #[tokio::test]
-    async fn requests_spread_over_the_least_busy_endpoint_within_every_limit() {
+    #[test]
+    fn requests_spread_over_the_least_busy_endpoint_within_every_limit() {
         let p = pool(2, 10);
         let eps = urls(&["http://a", "http://b"]);
-        let a1 = p.admit(1, 7, 10, eps.clone()).await.unwrap();
-        let b1 = p.admit(2, 7, 10, eps.clone()).await.unwrap();
+        let a1 = p.try_admit(7, 10, &eps).unwrap();
+        let b1 = p.try_admit(7, 10, &eps).unwrap();
         assert_ne!(a1.endpoint, b1.endpoint, "the least busy endpoint first");
-        let _x = p.admit(3, 7, 10, eps.clone()).await.unwrap();
-        let _y = p.admit(4, 7, 10, eps.clone()).await.unwrap();
-        // Both endpoints are full: the next waits until one is released.
-        let waiting = tokio::spawn({
-            let (p, eps) = (p.clone(), eps.clone());
-            async move { p.admit(5, 7, 10, eps).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished());
+        let _x = p.try_admit(7, 10, &eps).unwrap();
+        let _y = p.try_admit(7, 10, &eps).unwrap();
+        assert_eq!(p.try_admit(7, 10, &eps).err(), Some(NoRoom::Endpoints), "both endpoints are full");
         let freed = b1.endpoint.clone();
         drop(b1);
-        let admitted = waiting.await.unwrap().unwrap();
-        assert_eq!(admitted.endpoint, freed);
+        let again = p.try_admit(7, 10, &eps).unwrap();
+        assert_eq!(again.endpoint, freed);
         assert_eq!(p.in_flight(7), 4);
     }
 
     #[tokio::test]
-    async fn the_connector_limit_holds_and_the_oldest_run_goes_first() {
-        let p = pool(10, 10);
+    async fn the_connector_and_service_limits_hold_and_a_release_wakes_the_scheduler() {
+        let room = Arc::new(Notify::new());
+        let p = Pool::new(10, 3, Duration::from_secs(60), Duration::from_secs(60), room.clone());
         let eps = urls(&["http://a"]);
-        let first = p.admit(10, 1, 1, eps.clone()).await.unwrap();
-        let later = tokio::spawn({
-            let (p, eps) = (p.clone(), eps.clone());
-            async move { p.admit(30, 1, 1, eps).await }
-        });
-        let older = tokio::spawn({
-            let (p, eps) = (p.clone(), eps.clone());
-            async move { p.admit(20, 1, 1, eps).await }
-        });
+        let first = p.try_admit(1, 1, &eps).unwrap();
+        assert_eq!(p.try_admit(1, 1, &eps).err(), Some(NoRoom::Connector));
         // Another connector is not held up by connector 1's limit.
-        let other = p.admit(40, 2, 1, eps.clone()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _other = p.try_admit(2, 5, &eps).unwrap();
+        let _third = p.try_admit(2, 5, &eps).unwrap();
+        assert_eq!(p.try_admit(3, 5, &eps).err(), Some(NoRoom::Endpoints), "--max-in-flight 3");
+        let woken = room.notified();
         drop(first);
-        let admitted = older.await.unwrap();
-        assert!(admitted.is_some(), "run 20 is older than run 30");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!later.is_finished());
-        drop(other);
-        assert_eq!(p.in_flight(1), 1);
-        drop(admitted);
-        assert!(later.await.unwrap().is_some());
+        tokio::time::timeout(Duration::from_secs(1), woken).await.expect("the scheduler is woken");
+        assert!(p.try_admit(1, 1, &eps).is_ok());
+        assert_eq!(p.try_admit(9, 1, &[]).err(), Some(NoRoom::NoEndpoint));
     }
 
-    #[tokio::test]
-    async fn a_failing_endpoint_is_skipped_until_it_answers_again() {
+    #[test]
+    fn a_failing_endpoint_is_skipped_until_it_answers_again() {
         let p = pool(10, 10);
         let eps = urls(&["http://a", "http://b"]);
         p.failed("http://a");
-        for run in 1..=3 {
-            assert_eq!(p.admit(run, 1, 10, eps.clone()).await.unwrap().endpoint, "http://b");
+        for _ in 1..=3 {
+            assert_eq!(p.try_admit(1, 10, &eps).unwrap().endpoint, "http://b");
         }
         assert!(p.failing_for("http://a").is_some());
         p.ok("http://a");
@@ -361,11 +337,11 @@ mod tests {
         p.failed("http://a");
         p.failed("http://b");
         p.failed("http://b");
-        assert_eq!(p.admit(9, 1, 10, eps).await.unwrap().endpoint, "http://a");
+        assert_eq!(p.try_admit(1, 10, &eps).unwrap().endpoint, "http://a");
     }
 
-    #[tokio::test]
-    async fn tracked_requests_count_at_once_beyond_the_limits() {
+    #[test]
+    fn tracked_requests_count_at_once_beyond_the_limits() {
         let p = pool(1, 1);
         let _a = p.track(1, "http://a");
         let _b = p.track(1, "http://a");

@@ -47,7 +47,27 @@ pub fn tiles(run: &Record) -> bool {
     run.str("trigger") == Some("schedule") || run.values.get(TILES) == Some(&Value::Bool(true))
 }
 
-fn index_run(index: &mut Index, run: &Record) {
+/// Where a run that is open and has no task waits for the scheduler: in the admission
+/// group of its connector's MTS endpoints (`""` when it needs no admission: a walk, a
+/// VID clean-up, a request MTS already holds), now or once its retry is due. `None` for
+/// an ended run.
+pub fn place_of(store: &Store, run: &Record) -> Option<(String, Option<DateTime<Utc>>)> {
+    if is_terminal(run) {
+        return None;
+    }
+    let due = if state(run) == "retrying" { time(run, "next_attempt_at") } else { None };
+    let c = store.get(connector::MODEL, connector_id(run));
+    let needs_room = run.str("trigger") != Some("vid_cleanup")
+        && state(run) != "submitted"
+        && c.as_ref().is_some_and(|c| c.str("input_type") != Some("custom") || run.str("registrant_ids").is_some());
+    let group = match (&c, needs_room) {
+        (Some(c), true) => crate::engine::pool::endpoints(c).join(","),
+        _ => String::new(),
+    };
+    Some((group, due))
+}
+
+fn index_run(index: &mut Index, run: &Record, place: Option<(String, Option<DateTime<Utc>>)>) {
     let connector = connector_id(run);
     if is_terminal(run) {
         if let Some(open) = index.open.get_mut(&connector) {
@@ -78,7 +98,7 @@ fn index_run(index: &mut Index, run: &Record) {
             }
         }
     }
-    index.settle(connector);
+    index.place(run.id, connector, place);
 }
 
 /// Rebuilds the index at start through the store's indexes: the open runs, the gaps, and
@@ -99,7 +119,7 @@ pub fn build_index(store: &Store) -> Result<Index, StoreError> {
     })?;
     for id in ids {
         if let Some(run) = store.try_get(MODEL, id)? {
-            index_run(&mut index, &run);
+            index_run(&mut index, &run, place_of(store, &run));
         }
     }
     let schedule = Value::from("schedule");
@@ -228,7 +248,7 @@ impl Engine {
             let mut run = new_run(self.store.next_id(MODEL)?, connector, trigger, start, end, &now);
             extra(&mut run);
             self.store.put(MODEL, run.clone())?;
-            index_run(&mut self.index(), &run);
+            index_run(&mut self.index(), &run, place_of(&self.store, &run));
             run
         };
         self.store.flush().await?;
@@ -284,7 +304,7 @@ impl Engine {
             self.store.schedule_set(&schedule)?;
             let mut index = self.index();
             for run in &writes {
-                index_run(&mut index, run);
+                index_run(&mut index, run, place_of(&self.store, run));
             }
             writes.truncate(new_runs);
             writes
@@ -346,7 +366,7 @@ impl Engine {
             self.store.put_all(MODEL, writes.clone())?;
             let mut index = self.index();
             for run in &writes {
-                index_run(&mut index, run);
+                index_run(&mut index, run, place_of(&self.store, run));
             }
             (out, logs)
         };
@@ -445,8 +465,8 @@ impl Engine {
             closed.set("write_date", now.clone());
             self.store.put_all(MODEL, vec![retry.clone(), closed.clone()])?;
             let mut index = self.index();
-            index_run(&mut index, &retry);
-            index_run(&mut index, &closed);
+            index_run(&mut index, &retry, place_of(&self.store, &retry));
+            index_run(&mut index, &closed, place_of(&self.store, &closed));
             (retry, closed)
         };
         self.store.flush().await?;
@@ -493,9 +513,9 @@ impl Engine {
             };
             self.store.put_all(MODEL, writes)?;
             let mut index = self.index();
-            index_run(&mut index, &w);
+            index_run(&mut index, &w, place_of(&self.store, &w));
             if let Some(p) = &page {
-                index_run(&mut index, p);
+                index_run(&mut index, p, place_of(&self.store, p));
             }
             page
         };

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::runs::{Fire, FireWindow, state, time};
+use super::pool::NoRoom;
+use super::runs::{Fire, FireWindow};
 use super::{Engine, window};
 use crate::metrics::METRICS;
 use crate::model::fields::Record;
@@ -155,11 +156,8 @@ async fn tick(
             plan.recurring.insert((next_at.or(due), id));
         }
     }
-    for (run_id, connector, due) in runnable(engine) {
-        match due {
-            Some(due) if due > now => next = earliest(next, due),
-            _ => dispatch(engine, run_id, connector),
-        }
+    if let Some(at) = dispatch_ready(engine, Utc::now()) {
+        next = earliest(next, at);
     }
     Ok(next)
 }
@@ -226,37 +224,36 @@ async fn start_onetime(engine: &Engine, c: &Record) -> Result<(), crate::store::
     Ok(())
 }
 
-/// Open runs without a live task, with their connector and the time they become due,
-/// oldest first.
-fn runnable(engine: &Engine) -> Vec<(u64, u64, Option<DateTime<Utc>>)> {
-    let waiting: Vec<(u64, u64)> = {
-        let index = engine.index();
-        index
-            .waiting
-            .iter()
-            .filter_map(|c| index.open.get(c).map(|runs| (c, runs)))
-            .flat_map(|(c, runs)| runs.iter().filter(|r| !index.active.contains_key(r)).map(move |r| (*r, *c)))
-            .collect()
+/// Starts the task of every ready run that may run now, oldest first in each admission
+/// group: a run needing a place in flight gets it from the pool before its task starts
+/// (none waits for room), and a group whose endpoints are full is left at once, so a pass
+/// costs what it starts. Answers when the next retry is due.
+fn dispatch_ready(engine: &Arc<Engine>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let (next_retry, groups) = {
+        let mut index = engine.index();
+        (index.due(now), index.groups())
     };
-    let mut out: Vec<(u64, u64, Option<DateTime<Utc>>)> = waiting
-        .into_iter()
-        .filter_map(|(id, connector)| {
-            let run = engine.store.get(crate::model::run::MODEL, id)?;
-            let due = match state(&run) {
-                "retrying" => time(&run, "next_attempt_at"),
-                _ => None,
+    for group in groups {
+        let endpoints: Vec<String> = group.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let mut after = 0;
+        loop {
+            let Some((run, connector)) = engine.index().next_ready(&group, after) else { break };
+            after = run;
+            let admission = if endpoints.is_empty() {
+                None
+            } else {
+                let limit = engine.store.get(connector::MODEL, connector).map_or(1, |c| super::pool::max_parallel(&c));
+                match engine.pool.try_admit(connector, limit, &endpoints) {
+                    Ok(admission) => Some(admission),
+                    Err(NoRoom::Connector) => continue,
+                    Err(NoRoom::Endpoints | NoRoom::NoEndpoint) => break,
+                }
             };
-            Some((id, connector, due))
-        })
-        .collect();
-    out.sort_by_key(|(id, _, _)| *id);
-    out
-}
-
-fn dispatch(engine: &Arc<Engine>, run_id: u64, connector: u64) {
-    if !engine.index().activate(run_id, connector) {
-        return;
+            if engine.index().activate(run, connector) {
+                let engine2 = engine.clone();
+                engine.spawn(super::drive(engine2, run, admission));
+            }
+        }
     }
-    let engine2 = engine.clone();
-    engine.spawn(super::drive(engine2, run_id));
+    next_retry
 }
