@@ -323,13 +323,20 @@ fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
         .transpose()
         .map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?;
     let ids_arg = if method == "read" { Some(a.ids(0, "ids")?) } else { None };
-    let hits: Vec<&Value> = rows
-        .iter()
-        .filter(|r| {
-            domain.as_ref().is_none_or(|d| d.matches(&|f| vec![r.get(f).cloned().unwrap_or(Value::Bool(false))]))
-        })
-        .filter(|r| ids_arg.as_ref().is_none_or(|ids| r["id"].as_u64().is_some_and(|id| ids.contains(&id))))
-        .collect();
+    let mut budget = crate::model::domain::Budget::new(crate::model::domain::SEARCH_BUDGET);
+    let mut hits: Vec<&Value> = Vec::new();
+    for r in &rows {
+        let get = |f: &str| vec![r.get(f).cloned().unwrap_or(Value::Bool(false))];
+        let matched = match &domain {
+            Some(d) => {
+                d.matches_within(&get, &mut budget).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?
+            }
+            None => true,
+        };
+        if matched && ids_arg.as_ref().is_none_or(|ids| r["id"].as_u64().is_some_and(|id| ids.contains(&id))) {
+            hits.push(r);
+        }
+    }
     match method {
         "search" => Ok(hits.iter().map(|r| r["id"].clone()).collect()),
         "search_count" => Ok(Value::from(hits.len())),

@@ -130,9 +130,10 @@ impl Reader<'_> {
             }
         }
         let mut hits: Vec<Arc<Record>> = Vec::new();
+        let mut budget = domain::Budget::new(domain::SEARCH_BUDGET);
         for rec in self.store.list(self.model.name) {
             let get = |field: &str| self.path_values(&rec, field);
-            if domain.matches(&get) {
+            if domain.matches_within(&get, &mut budget).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))? {
                 hits.push(rec);
             }
         }
