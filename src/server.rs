@@ -103,6 +103,12 @@ pub async fn serve_on(
     if engine_config.public_url.is_empty() {
         engine_config.public_url = format!("http://{addr}");
     }
+    crate::jq::sandbox::install(crate::jq::sandbox::SandboxConfig {
+        workers: config.limits.jq_workers,
+        cpu_limit: Duration::from_secs(config.limits.jq_cpu_seconds),
+        memory_limit: config.limits.jq_memory_mib << 20,
+        ..Default::default()
+    });
     let engine = Engine::new(store.clone(), engine_config, http);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
     let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));

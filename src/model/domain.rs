@@ -506,7 +506,7 @@ pub fn like(text: &str, pattern: &str, anchored: bool, budget: &mut Budget) -> R
         let t: Vec<char> = text.chars().collect();
         budget.charge(t.len() as u64)?;
         let segs: Vec<Vec<char>> = literal.iter().map(|s| s.chars().collect()).collect();
-        return Ok(match_segments(&t, &segs, head_anchored, tail_anchored, budget)?);
+        return match_segments(&t, &segs, head_anchored, tail_anchored, budget);
     }
     let segs: Vec<&[u8]> = literal.iter().map(|s| s.as_bytes()).collect();
     match_segments(text.as_bytes(), &segs, head_anchored, tail_anchored, budget)

@@ -123,18 +123,22 @@ async fn attempt(engine: &Engine, d: &Record) -> Outcome {
     let Some(c) = d.int("connector_id").and_then(|c| engine.store.get(connector::MODEL, c as u64)) else {
         return Outcome::Failed { status: None, error: "the connector was deleted".into() };
     };
-    let Some(payload) = d.secret("payload").and_then(|p| serde_json::from_str::<Value>(p.expose()).ok()) else {
+    let Some(payload) = d.secret("payload") else {
         return Outcome::Failed { status: None, error: "the record's data is no longer held (purged)".into() };
     };
-    let program = match c.str("output_format").filter(|f| !f.trim().is_empty()) {
-        Some(src) => match engine.relay.program(src) {
-            Ok(p) => Some(p),
-            Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
-        },
-        None => None,
-    };
-    let body = match crate::jq::render_callback(program.as_ref(), &payload["input"], &payload["output"]) {
+    let source = c.str("output_format").unwrap_or_default();
+    if !source.trim().is_empty()
+        && let Err(e) = engine.relay.program(source)
+    {
+        return Outcome::Failed { status: None, error: format!("output format: {e}") };
+    }
+    // Evaluated in the jq sandbox (worker processes with a time and memory budget): a
+    // program that spins or recurses fails its record, never the service.
+    let body = match crate::jq::sandbox::global().render(source, payload.expose()).await {
         Ok(body) => body,
+        Err(e @ crate::jq::JqError::Unavailable(_)) => {
+            return Outcome::Retry { status: None, error: format!("output format: {e}") };
+        }
         Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
     };
     let timeout = Duration::from_secs(c.int("callback_timeout").unwrap_or(10).max(1) as u64);
