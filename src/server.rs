@@ -12,6 +12,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+pub mod conns;
+
 use crate::api::{self, App};
 use crate::config::ServeConfig;
 use crate::engine::Engine;
@@ -114,7 +116,7 @@ pub async fn serve_on(
     let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
     let scheduler = crate::engine::scheduler::start(engine.clone()).map_err(ServeError::Scheduler)?;
     let deliveries = tokio::spawn(crate::relay::deliver::run(engine.clone()));
-    run(listener, app, shutdown).await;
+    run(listener, app, ServerLimits::from_config(&config.limits), shutdown).await;
     engine.shutdown(Duration::from_secs(10)).await;
     let _ = scheduler.await;
     let _ = deliveries.await;
@@ -123,13 +125,58 @@ pub async fn serve_on(
     Ok(())
 }
 
+/// How the accept loop treats clients (from [`crate::config::Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Client connections open at once.
+    pub max_connections: usize,
+    pub conn: conns::ConnLimits,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// The configured limits, the connection count lowered to fit the open-files limit
+    /// (raised to its hard value first).
+    pub fn from_config(limits: &crate::config::Limits) -> ServerLimits {
+        let open_files = conns::raise_open_files_limit();
+        let max_connections = conns::fit_to_open_files(limits.max_connections, open_files);
+        if max_connections < limits.max_connections {
+            tracing::warn!(
+                configured = limits.max_connections,
+                max_connections,
+                open_files,
+                "the open-files limit allows fewer client connections than configured"
+            );
+        }
+        ServerLimits {
+            max_connections,
+            conn: conns::ConnLimits { idle: limits.idle_timeout, header: limits.header_timeout },
+            body_timeout: limits.body_timeout,
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        let l = crate::config::Limits::default();
+        ServerLimits {
+            max_connections: l.max_connections,
+            conn: conns::ConnLimits { idle: l.idle_timeout, header: l.header_timeout },
+            body_timeout: l.body_timeout,
+        }
+    }
+}
+
 /// Serves HTTP on `listener` until `shutdown` resolves, then waits (up to 30 s) for
-/// in-flight requests to finish.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// in-flight requests to finish. Connections are limited as [`conns`] describes.
+pub async fn run(listener: TcpListener, app: Arc<App>, limits: ServerLimits, shutdown: impl Future<Output = ()>) {
     let builder = api::http::service_builder();
     let methods: jsonrpsee::Methods = api::http::rpc_module(app.clone()).into();
     let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
     let graceful = GracefulShutdown::new();
+    let tracker = conns::Tracker::new(limits.max_connections);
+    tracing::info!(max_connections = tracker.max(), "accepting client connections");
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -144,16 +191,67 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             () = &mut shutdown => break,
         };
+        if !tracker.make_room().await {
+            tracing::warn!(open = tracker.open(), "every client connection is busy; closing a new one");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
+        let registration = tracker.register();
+        let state = registration.state.clone();
         let (app, builder, methods, stop) = (app.clone(), builder.clone(), methods.clone(), stop_handle.clone());
-        let service =
-            service_fn(move |req| api::http::handle(app.clone(), builder.clone(), methods.clone(), stop.clone(), req));
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let service = service_fn(move |req| {
+            let busy = conns::Registration::busy(&state);
+            let fut = api::http::handle(
+                app.clone(),
+                builder.clone(),
+                methods.clone(),
+                stop.clone(),
+                limits.body_timeout,
+                req,
+            );
+            async move {
+                let resp = fut.await;
+                drop(busy);
+                resp
             }
+        });
+        let io = TokioIo::new(conns::Watched::new(stream, registration.state.clone()));
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        let conn_limits = limits.conn;
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let state = registration.state.clone();
+            loop {
+                let deadline = state.deadline(&conn_limits);
+                let timer = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        // Busy: look again after a while (the handler bounds its own work).
+                        None => tokio::time::sleep(conn_limits.header).await,
+                    }
+                };
+                tokio::select! {
+                    result = &mut conn => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = state.evict.notified() => {
+                        tracing::debug!("connection closed to make room for a new one");
+                        break;
+                    }
+                    () = timer => {
+                        if state.deadline(&conn_limits).is_some_and(|at| at <= std::time::Instant::now()) {
+                            tracing::debug!("connection closed: idle or too slow sending its request");
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(registration);
         });
     }
     tracing::info!("shutting down: finishing in-flight requests");

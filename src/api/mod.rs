@@ -4,12 +4,14 @@
 //!
 //! - [`error`]: Odoo-shaped errors, converted to the wire in one place.
 //! - [`args`]: positional and keyword arguments.
+//! - [`body`]: request bodies read within size, time and memory bounds.
 //! - [`orm`]: the generic model methods over any model definition.
 //! - [`methods`]: service and model dispatch (`common`, `object`, `call_kw`).
 //! - [`http`]: routing, sessions cookies, the jsonrpsee service.
 //! - [`health`]: liveness, readiness and Prometheus metrics.
 
 pub mod args;
+pub mod body;
 pub mod error;
 pub mod health;
 pub mod http;
