@@ -113,7 +113,10 @@ pub async fn serve_on(
     });
     let engine = Engine::new(store.clone(), engine_config, http);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
-    let app = Arc::new(App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key));
+    let app = Arc::new(
+        App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key)
+            .with_session_limits(config.limits.session_idle, config.limits.session_max),
+    );
     let scheduler = crate::engine::scheduler::start(engine.clone()).map_err(ServeError::Scheduler)?;
     let deliveries = tokio::spawn(crate::relay::deliver::run(engine.clone()));
     run(listener, app, ServerLimits::from_config(&config.limits), shutdown).await;

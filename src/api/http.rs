@@ -121,7 +121,14 @@ fn json_response(status: StatusCode, body: Value) -> Response<HttpBody> {
 
 /// The jsonrpsee service configuration: HTTP only, 1 MiB bodies.
 pub fn service_builder() -> TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity> {
-    let config = ServerConfig::builder().http_only().max_request_body_size(MAX_BODY).max_connections(10_000).build();
+    // Connections are limited by the accept loop; answers are bounded while they are
+    // built (`orm::AnswerBudget`), this is the backstop.
+    let config = ServerConfig::builder()
+        .http_only()
+        .max_request_body_size(MAX_BODY)
+        .max_response_body_size(super::orm::MAX_ANSWER as u32)
+        .max_connections(10_000)
+        .build();
     jsonrpsee::server::Server::builder().set_config(config).to_service_builder()
 }
 

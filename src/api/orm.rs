@@ -24,8 +24,69 @@ pub fn model_def(name: &str) -> Option<&'static ModelDef> {
     models().iter().copied().find(|m| m.name == name)
 }
 
+/// The largest answer a call may build, in bytes of JSON (the envelope adds a few).
+pub const MAX_ANSWER: usize = 10 << 20;
+
+/// Counts the size of an answer while it is built, so a call stops as soon as its answer
+/// passes [`MAX_ANSWER`] instead of building it whole first.
+pub struct AnswerBudget {
+    left: usize,
+}
+
+impl Default for AnswerBudget {
+    fn default() -> Self {
+        // Room for the JSON-RPC envelope around the result.
+        AnswerBudget { left: MAX_ANSWER - 4096 }
+    }
+}
+
+impl AnswerBudget {
+    /// Counts `part` (one element of the answer); an error once the answer is too large.
+    pub fn charge(&mut self, part: &Value) -> Result<(), OdooError> {
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut size = Counter(1);
+        // Writing to a counter cannot fail.
+        let _ = serde_json::to_writer(&mut size, part);
+        match self.left.checked_sub(size.0) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(OdooError::Value(format!(
+                "The answer would be larger than {MAX_ANSWER} bytes: ask for fewer records or fields at a time (limit and offset)"
+            ))),
+        }
+    }
+
+    /// Collects `parts`, charging each as it comes.
+    pub fn collect(&mut self, parts: impl Iterator<Item = Result<Value, OdooError>>) -> Result<Value, OdooError> {
+        let mut out = Vec::new();
+        for part in parts {
+            let part = part?;
+            self.charge(&part)?;
+            out.push(part);
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+/// Ids named in an error message at most; more are counted.
+const MAX_IDS_SHOWN: usize = 20;
+
 pub fn missing(model: &ModelDef, ids: &[u64]) -> OdooError {
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let mut list: Vec<String> = ids.iter().take(MAX_IDS_SHOWN).map(u64::to_string).collect();
+    if ids.len() > MAX_IDS_SHOWN {
+        list.push(format!("and {} more", ids.len() - MAX_IDS_SHOWN));
+    }
     OdooError::Missing(format!(
         "Record does not exist or has been deleted.\n(Record: {}({},), User: 2)",
         model.name,
@@ -177,10 +238,16 @@ impl Reader<'_> {
             self.check_fields(fields)?;
         }
         let mut absent = Vec::new();
-        let mut out = Vec::with_capacity(ids.len());
+        let mut out = Vec::new();
+        let mut budget = AnswerBudget::default();
         for id in ids {
             match self.store.get(self.model.name, *id) {
-                Some(rec) => out.push(self.render(&rec, fields)?),
+                Some(rec) if absent.is_empty() => {
+                    let row = self.render(&rec, fields)?;
+                    budget.charge(&row)?;
+                    out.push(row);
+                }
+                Some(_) => {}
                 None => absent.push(*id),
             }
         }
