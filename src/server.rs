@@ -78,6 +78,35 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Remembers every stored connector's secrets for the scrubber, and moves the extra
+/// callback headers of connectors stored by an earlier version into their secrets (they
+/// were readable in answers), in one durable batch.
+async fn migrate_extra_headers(store: &Store) -> Result<(), ServeError> {
+    for c in store.list(crate::model::connector::MODEL) {
+        crate::scrub::remember_connector(&c);
+    }
+    let changed: Vec<_> = {
+        let _guard = store.write_lock();
+        let changed: Vec<_> = store
+            .list(crate::model::connector::MODEL)
+            .iter()
+            .filter_map(|c| {
+                let mut c = (**c).clone();
+                crate::model::connector::migrate_extra_headers(&mut c).then_some(c)
+            })
+            .collect();
+        if !changed.is_empty() {
+            store.put_all(crate::model::connector::MODEL, changed.clone())?;
+        }
+        changed
+    };
+    if !changed.is_empty() {
+        store.flush().await?;
+        tracing::info!(connectors = changed.len(), "extra callback headers moved to the secrets");
+    }
+    Ok(())
+}
+
 /// Opens the store, binds, and serves until `shutdown` resolves.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     // The store first: a second process on the same data dir fails on its lock, clearly,
@@ -96,6 +125,8 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let key = api_key(&config)?;
+    crate::scrub::register_global(key.expose());
+    migrate_extra_headers(&store).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))

@@ -131,6 +131,7 @@ impl Engine {
             let _guard = self.store.write_lock();
             let mut run = new_run(self.store.next_id(MODEL)?, connector, trigger, start, end, &now);
             extra(&mut run);
+            crate::scrub::run_record(&self.store, &mut run);
             self.store.put(MODEL, run.clone())?;
             if let Some(c) = self.store.get(connector::MODEL, connector) {
                 let mut c = (*c).clone();
@@ -198,6 +199,7 @@ impl Engine {
             let Some(old) = self.store.get(MODEL, id) else { return Ok(None) };
             let mut run = (*old).clone();
             change(&mut run);
+            crate::scrub::run_record(&self.store, &mut run);
             if is_terminal(&old) && !is_terminal(&run) {
                 // An ended run stays ended (e.g. cancelled by a stop while its task was
                 // waiting): the caller sees the stored state and stops.
