@@ -183,8 +183,13 @@ fn rpc_body_error(e: &body::BodyError) -> Response<HttpBody> {
 /// non-negative integer nor null: jsonrpsee would take it for a notification and answer
 /// nothing, so it gets a well-formed "Invalid request" here (HTTP 200, id null).
 fn invalid_id_answer(body: &[u8]) -> Option<Response<HttpBody>> {
-    let probe: IdProbe = serde_json::from_slice(body).ok()?;
-    if !probe.id.bad {
+    let bad = match serde_json::from_slice::<IdProbe>(body) {
+        Ok(probe) => probe.id.bad,
+        // Valid JSON whose id does not even parse as a value (`1e400`): bad too. Anything
+        // else (not an object, not JSON) is jsonrpsee's to answer.
+        Err(_) => serde_json::from_slice::<PresenceProbe>(body).is_ok_and(|p| p.id.is_some()),
+    };
+    if !bad {
         return None;
     }
     let error = ErrorObjectOwned::owned(
@@ -200,6 +205,13 @@ fn invalid_id_answer(body: &[u8]) -> Option<Response<HttpBody>> {
 struct IdProbe {
     #[serde(default)]
     id: IdKind,
+}
+
+/// Whether a request object has an `id` at all (skipping its value unparsed).
+#[derive(serde::Deserialize)]
+struct PresenceProbe {
+    #[serde(default)]
+    id: Option<serde::de::IgnoredAny>,
 }
 
 /// Whether an `id` is one jsonrpsee cannot answer to.
