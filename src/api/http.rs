@@ -271,9 +271,16 @@ pub async fn handle(
 ) -> Result<Response<HttpBody>, Infallible> {
     let started = Instant::now();
     let route = crate::metrics::route_label(req.uri().path());
-    let resp = route_request(app, builder, methods, stop, body_timeout, req).await;
-    if let Ok(r) = &resp {
+    let has_body = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = route_request(app, builder, methods, stop, body_timeout, req).await;
+    if let Ok(r) = &mut resp {
         METRICS.http_request(route, r.status().as_u16(), started.elapsed());
+        // A refused request's body may not have been read (that is the point of refusing
+        // it early): the connection cannot carry another request, so say it closes.
+        if has_body && (r.status().is_client_error() || r.status().is_server_error()) {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
     resp
 }
