@@ -269,9 +269,12 @@ impl Scrubber {
 
 /// The upstream texts a run keeps.
 const RUN_TEXTS: &[&str] = &["error_message", "error_code", "mts_status"];
+/// Longest run text kept, in characters (an upstream may answer a whole page).
+pub const MAX_RUN_TEXT: usize = 4000;
 
-/// Scrubs the texts of `run` of every secret of its connector and its relay tokens;
-/// called on every change of a run before it is stored.
+/// Scrubs the texts of `run` of every secret of its connector and its relay tokens, and
+/// cuts them to [`MAX_RUN_TEXT`] characters; called on every change of a run before it
+/// is stored.
 pub fn run_record(store: &crate::store::Store, run: &mut Record) {
     if !RUN_TEXTS.iter().any(|f| run.str(f).is_some()) {
         return;
@@ -281,6 +284,13 @@ pub fn run_record(store: &crate::store::Store, run: &mut Record) {
     let scrubber = Scrubber::for_run(connector.as_ref(), run);
     for field in RUN_TEXTS {
         scrubber.scrub_field(run, field);
+        // Cut after scrubbing, so no secret is cut in two.
+        if let Some(text) = run.str(field)
+            && let Some((cut, _)) = text.char_indices().nth(MAX_RUN_TEXT)
+        {
+            let short = format!("{}…", &text[..cut]);
+            run.set(field, short);
+        }
     }
 }
 

@@ -10,8 +10,8 @@ pub const HEAVY_CALLS: usize = 4;
 
 static SLOTS: Semaphore = Semaphore::const_new(HEAVY_CALLS);
 
-/// Runs `work` (a future that does not wait on anything but may compute for a while)
-/// where it cannot stall the runtime: on a multi-threaded runtime under
+/// Runs `work` (a future that may compute for a while; what it awaits, e.g. a store
+/// flush, it awaits on this thread) where it cannot stall the runtime: on a multi-threaded runtime under
 /// `block_in_place`, which first hands this worker's other tasks to another thread; as
 /// a plain `.await` otherwise (single-threaded tests).
 pub async fn run<F: std::future::Future>(work: F) -> F::Output {

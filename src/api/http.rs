@@ -273,7 +273,19 @@ pub async fn handle(
     let route = crate::metrics::route_label(req.uri().path());
     let has_body = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
         || req.headers().contains_key(header::TRANSFER_ENCODING);
-    let mut resp = route_request(app, builder, methods, stop, body_timeout, req).await;
+    // No route takes a body larger than the relay's: refused before routing, so a new
+    // route cannot forget it.
+    let largest = app.engine.relay.config.max_body.max(MAX_BODY as usize) as u64;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut resp = if declared.is_some_and(|n| n > largest) {
+        Ok(if is_rpc_path(req.uri().path()) {
+            rpc_body_error(&body::BodyError::TooLarge(MAX_BODY as usize))
+        } else {
+            json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": format!("body larger than {largest} bytes")}))
+        })
+    } else {
+        route_request(app, builder, methods, stop, body_timeout, req).await
+    };
     if let Ok(r) = &mut resp {
         METRICS.http_request(route, r.status().as_u16(), started.elapsed());
         // A refused request's body may not have been read (that is the point of refusing

@@ -71,10 +71,22 @@ pub async fn call_kw(app: &App, params: &Value) -> Result<Value, OdooError> {
     call(app, model, method, args, kwargs).await
 }
 
-/// The methods that only read: they may scan many records, so they run off the async
-/// workers ([`super::blocking`]).
-const READ_ONLY: &[&str] =
-    &["fields_get", "default_get", "search", "search_count", "search_read", "read", "name_get", "name_search"];
+/// The methods that may take CPU time: reads scan many records, writes validate (compile
+/// jq, parse domains); they run off the async workers ([`super::blocking`]).
+const HEAVY: &[&str] = &[
+    "fields_get",
+    "default_get",
+    "search",
+    "search_count",
+    "search_read",
+    "read",
+    "name_get",
+    "name_search",
+    "preview_mts_request",
+    "create",
+    "write",
+    "copy",
+];
 
 /// One model method.
 pub async fn call(
@@ -84,8 +96,7 @@ pub async fn call(
     args: &[Value],
     kwargs: &Map<String, Value>,
 ) -> Result<Value, OdooError> {
-    if READ_ONLY.contains(&method) || method == "preview_mts_request" {
-        // Nothing in these waits: they run to the end on a thread that may block.
+    if HEAVY.contains(&method) {
         return super::blocking::run(dispatch(app, model, method, args, kwargs)).await;
     }
     dispatch(app, model, method, args, kwargs).await
