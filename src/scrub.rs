@@ -38,22 +38,32 @@ const TOKEN_HEX: usize = 48;
 static GLOBAL: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Every connector secret stored since the process started (and those in the store at
-/// start), so that a text about a connector deleted meanwhile is scrubbed too.
-static KNOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// start), oldest first, so that a text about a connector deleted meanwhile is scrubbed
+/// too.
+static KNOWN: Mutex<Known> = Mutex::new(Known { order: Vec::new(), set: None });
 /// Most secrets remembered in [`KNOWN`]; the oldest half goes when it is full.
-const MAX_KNOWN: usize = 100_000;
+const MAX_KNOWN: usize = 20_000;
+
+struct Known {
+    order: Vec<String>,
+    set: Option<std::collections::HashSet<String>>,
+}
 
 /// Remembers every secret of connector `c` (called whenever one is stored or loaded).
 pub fn remember_connector(c: &Record) {
     let fresh = Scrubber::for_connector(c).secrets;
     let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    let Known { order, set } = &mut *known;
+    let set = set.get_or_insert_with(Default::default);
     for secret in fresh {
-        if !known.contains(&secret) {
-            known.push(secret);
+        if set.insert(secret.clone()) {
+            order.push(secret);
         }
     }
-    if known.len() > MAX_KNOWN {
-        known.drain(..MAX_KNOWN / 2);
+    if order.len() > MAX_KNOWN {
+        for old in order.drain(..MAX_KNOWN / 2) {
+            set.remove(&old);
+        }
     }
 }
 
@@ -102,7 +112,7 @@ impl Scrubber {
     /// connector is gone.
     pub fn known() -> Scrubber {
         let mut s = Scrubber::new();
-        s.secrets.extend(KNOWN.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        s.secrets.extend(KNOWN.lock().unwrap_or_else(|p| p.into_inner()).order.iter().cloned());
         s.secrets.sort_by_key(|x| std::cmp::Reverse(x.len()));
         s
     }
@@ -279,9 +289,8 @@ pub fn run_record(store: &crate::store::Store, run: &mut Record) {
     if !RUN_TEXTS.iter().any(|f| run.str(f).is_some()) {
         return;
     }
-    let connector =
-        run.int("connector_id").and_then(|c| store.get(crate::model::connector::MODEL, c as u64)).map(|c| (*c).clone());
-    let scrubber = Scrubber::for_run(connector.as_ref(), run);
+    let connector = run.int("connector_id").and_then(|c| store.get(crate::model::connector::MODEL, c as u64));
+    let scrubber = Scrubber::for_run(connector.as_deref(), run);
     for field in RUN_TEXTS {
         scrubber.scrub_field(run, field);
         // Cut after scrubbing, so no secret is cut in two.

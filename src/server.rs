@@ -258,14 +258,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: ServerLimits, shu
             tokio::pin!(conn);
             let state = registration.state.clone();
             loop {
-                let deadline = state.deadline(&conn_limits);
-                let timer = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        // Busy: look again after a while (the handler bounds its own work).
-                        None => tokio::time::sleep(conn_limits.header).await,
-                    }
-                };
+                // Look again at least every header timeout: the phase may change meanwhile
+                // (an idle connection starting a request), and with it the deadline. A busy
+                // connection has none (the handler bounds its own work).
+                let next_look = std::time::Instant::now() + conn_limits.header;
+                let wake = state.deadline(&conn_limits).map_or(next_look, |at| at.min(next_look));
+                let timer = tokio::time::sleep_until(wake.into());
                 tokio::select! {
                     result = &mut conn => {
                         if let Err(e) = result {

@@ -130,9 +130,31 @@ async fn a_restart_with_hostile_records_pending_serves_at_once_and_parks_them() 
     })
     .await;
     w.assert_each_delivered_once(&good_ids);
-    // A second restart: the parked records stay parked and nothing crashes.
+    // A second restart: the parked records stay parked and nothing crashes. The jq
+    // workers die with the service (even killed with -9).
+    let workers = jq_workers_of(w.svc.pid());
+    assert!(!workers.is_empty(), "the service started jq workers");
     w.svc.kill9();
+    until(10, "the jq workers gone with the service", || async {
+        workers.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
     w.svc = Service::start_with(relay_options().data_dir(&dir)).await;
     health_stays_up(&w.svc, 5).await;
     assert!(deliveries(&w.svc, bad).await.iter().all(|d| d["state"] == "failed"));
+}
+
+/// The pids of the `__jq-worker` children of process `parent`.
+fn jq_workers_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the fields after the closing parenthesis.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && cmdline.contains("__jq-worker")
+        })
+        .collect()
 }
