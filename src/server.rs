@@ -159,6 +159,9 @@ pub async fn serve_on(
     Ok(())
 }
 
+/// The most a connection buffers of what a client sends (request headers must fit).
+pub const READ_BUFFER: usize = 64 << 10;
+
 /// How the accept loop treats clients (from [`crate::config::Limits`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -251,7 +254,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: ServerLimits, shu
             }
         });
         let io = TokioIo::new(conns::Watched::new(stream, registration.state.clone()));
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+        // A small read buffer per connection (hyper's default grows to ~400 KiB): the
+        // memory idle or slow clients can hold is bounded by connections x this.
+        let conn = hyper::server::conn::http1::Builder::new().max_buf_size(READ_BUFFER).serve_connection(io, service);
         let conn = graceful.watch(conn);
         let conn_limits = limits.conn;
         tokio::spawn(async move {

@@ -41,6 +41,29 @@ impl BodyError {
     }
 }
 
+/// How much of a refused body is still read (and dropped) after the refusal, and for how
+/// long, so that a client still sending it reads the answer instead of a reset
+/// connection ("lingering close").
+pub const LINGER_BYTES: usize = 4 << 20;
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what is left of a refused request's body for a little while (see
+/// [`LINGER_BYTES`]) without holding it: the answer goes out meanwhile, and the
+/// connection (its answer says `Connection: close`) closes after.
+pub fn linger(body: Incoming) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0;
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        while seen < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    });
+}
+
 /// The memory a body holds; given back when dropped.
 pub struct Held {
     _permits: Vec<OwnedSemaphorePermit>,
@@ -57,6 +80,7 @@ pub async fn read(
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        linger(body);
         return Err(BodyError::TooLarge(limit));
     }
     let deadline = tokio::time::Instant::now() + timeout;
@@ -77,6 +101,7 @@ pub async fn read(
         };
         let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() > limit {
+            linger(body);
             return Err(BodyError::TooLarge(limit));
         }
         let needed = buf.len() + data.len();

@@ -152,11 +152,12 @@ async fn relay(app: &App, run: &str, body_timeout: std::time::Duration, req: Req
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
         reply(status, &e.to_string())
     };
+    let (parts, body) = req.into_parts();
     if let Err(e) = app.engine.relay_authorize(run_id, bearer.as_deref()) {
+        body::linger(body);
         return refuse(e);
     }
     let limit = app.engine.relay.config.max_body;
-    let (parts, body) = req.into_parts();
     let (bytes, _memory) = match body::read(body, &parts.headers, limit, body_timeout).await {
         Ok(read) => read,
         Err(e) => return reply(e.status(), &e.to_string()),
@@ -278,7 +279,9 @@ pub async fn handle(
     let largest = app.engine.relay.config.max_body.max(MAX_BODY as usize) as u64;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let mut resp = if declared.is_some_and(|n| n > largest) {
-        Ok(if is_rpc_path(req.uri().path()) {
+        let rpc = is_rpc_path(req.uri().path());
+        body::linger(req.into_body());
+        Ok(if rpc {
             rpc_body_error(&body::BodyError::TooLarge(MAX_BODY as usize))
         } else {
             json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": format!("body larger than {largest} bytes")}))
