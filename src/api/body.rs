@@ -43,9 +43,10 @@ impl BodyError {
 
 /// How much of a refused body is still read (and dropped) after the refusal, and for how
 /// long, so that a client still sending it reads the answer instead of a reset
-/// connection ("lingering close").
-pub const LINGER_BYTES: usize = 4 << 20;
-pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// connection ("lingering close", as web servers do): many clients read the answer only
+/// once they sent the whole body. Nothing of it is kept.
+pub const LINGER_BYTES: usize = 64 << 20;
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// Reads and drops what is left of a refused request's body for a little while (see
 /// [`LINGER_BYTES`]) without holding it: the answer goes out meanwhile, and the
