@@ -27,9 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use mts_connector::fakes::{FakeMts, FakeOdk, FakeOdoo};
 use mts_connector::metrics::histogram_quantile;
 use mts_connector::model::fields::Record;
-use mts_connector::model::format_datetime;
 use mts_connector::mts::{Input, Secrets, build_request};
-use mts_connector::secret::Secret;
 use serde_json::{Value, json};
 use support::{ODK_EMAIL, ODK_PW, ODOO_DB, ODOO_PW, Svc, cpu_ticks, histogram, histogram_delta, rpc, status_kb};
 
@@ -254,24 +252,11 @@ async fn scheduler(service_bin: PathBuf, bare_bin: PathBuf, n: usize, minutes: u
     drop(fakes);
 }
 
-/// The connector record the service would hold, for building MTS requests directly.
-fn record(fakes: &Fakes) -> Record {
-    let mut r = Record::default();
-    for (k, v) in fakes.connector("direct").as_object().expect("object") {
-        if k == "odk_password" || k == "callback_auth_password" {
-            r.secrets.insert(k.clone(), Secret::new(v.as_str().unwrap_or_default()));
-        } else {
-            r.set(k, v.clone());
-        }
-    }
-    r
-}
-
 /// Submits `windows` straight to the fake MTS one after another (MTS works one request
 /// at a time) and waits until MTS processed them all: the limit of the fakes.
 async fn direct(fakes: &Fakes, windows: &[(DateTime<Utc>, DateTime<Utc>)]) -> f64 {
     let http = reqwest::Client::new();
-    let rec = record(fakes);
+    let rec = support::record(&fakes.connector("direct"));
     let url = format!("{}/authtoken/odk", fakes.mts.url());
     let started = Instant::now();
     let mut ids = Vec::new();
@@ -313,18 +298,9 @@ async fn import(service_bin: PathBuf, sizes: Vec<usize>, flags: &[&str]) {
         let svc = Svc::start(&service_bin, flags);
         let pid = svc.pid();
         let http = reqwest::Client::new();
-        let id = rpc(&http, &svc.url, "mts.connector", "create", json!([fakes.connector("Import")]), json!({})).await;
         let before_kb = status_kb(pid, "VmHWM");
         let t0 = Instant::now();
-        rpc(
-            &http,
-            &svc.url,
-            "mts.connector",
-            "action_import",
-            json!([[id], format_datetime(start), format_datetime(end)]),
-            json!({}),
-        )
-        .await;
+        support::create_and_import(&http, &svc.url, &fakes.connector("Import"), start, end).await;
         let runs = loop {
             let runs = rpc(
                 &http,

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mts_connector::clients::mts::{MtsClient, StatusOutcome, SubmitOutcome, is_terminal};
 use mts_connector::clients::odoo::{Credentials, OdooClient};
-use mts_connector::engine::registry::{PAGES_IN_FLIGHT, authdata};
+use mts_connector::engine::registry::authdata;
+
+/// Pages of the direct baseline waiting in MTS at once: the connector default.
+const PAGES_IN_FLIGHT: usize = mts_connector::model::connector::DEFAULT_MAX_PARALLEL as usize;
 use mts_connector::fakes::{FakeMts, FakeRegistry, TOKEN_TYPE};
 use mts_connector::model::connector::{DEFAULT_G2P_DOMAIN, DEFAULT_G2P_FIELDS};
 use mts_connector::model::fields::Record;
@@ -141,7 +144,7 @@ async fn fakes_alone(n: u64, page: u64) -> (u64, f64) {
             })
             .collect();
         let body = build_request(&c, Input::Records(&records), None, Secrets::Reveal, Utc::now());
-        match mts_client.submit(&endpoint_url(&c), &body, Duration::from_secs(300)).await {
+        match mts_client.submit(&endpoint_url(&c, &mts.url()), &body, Duration::from_secs(300)).await {
             SubmitOutcome::Accepted { request_id } => inflight.push_back(request_id),
             other => panic!("MTS did not accept a page: {other:?}"),
         }

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ADDON = Path(__file__).parent / "mts_connector"
-ODOO_TESTS = ADDON / "tests"
+#: The addons whose folders pytest must not import: this one and the g2p_mts bridge.
+ADDONS = (ADDON, Path(__file__).parent / "mts_connector_g2p")
 
 if importlib.util.find_spec("odoo") is None:
     REASON = (
@@ -42,11 +43,11 @@ class OdooAddonDirectory(pytest.Directory):
     """The addon folder: never imported by pytest."""
 
     def collect(self):
-        for path in sorted(ODOO_TESTS.glob("test_*.py")):
+        for path in sorted((self.path / "tests").glob("test_*.py")):
             yield OdooTestModule.from_parent(self, name=path.name, path=path)
 
 
 def pytest_collect_directory(path, parent):
-    if path == ADDON:
+    if path in ADDONS:
         return OdooAddonDirectory.from_parent(parent, path=path)
     return None

@@ -50,6 +50,10 @@ pub enum Command {
     /// Internal: a jq evaluation worker the service starts itself (see `jq::worker`).
     #[command(name = "__jq-worker", hide = true)]
     JqWorker(JqWorkerArgs),
+    /// A fake ODK Central on 127.0.0.1 for the integration tier against the real MTS
+    /// (scripts/real): prints one JSON line with its URLs, serves until SIGTERM.
+    #[command(hide = true)]
+    FakeOdk(FakeOdkArgs),
 }
 
 /// The limits the service gives a jq worker process.
@@ -59,6 +63,22 @@ pub struct JqWorkerArgs {
     pub cpu_seconds: u64,
     #[arg(long)]
     pub memory_bytes: u64,
+}
+
+/// `fake-odk`: one web user, one form, the submissions of a seed file.
+#[derive(Debug, Clone, Args)]
+pub struct FakeOdkArgs {
+    #[arg(long, default_value = "collector@example.org")]
+    pub email: String,
+    #[arg(long, default_value = "odk-password")]
+    pub password: String,
+    #[arg(long, default_value = "1")]
+    pub project: String,
+    #[arg(long, default_value = "registration")]
+    pub form: String,
+    /// JSON file: a list of {"submission_date": "YYYY-MM-DD HH:MM:SS" (UTC), "fields": {...}}
+    #[arg(long)]
+    pub seed: Option<std::path::PathBuf>,
 }
 
 /// Where the running service is and how to authenticate to it (the operator commands).
@@ -141,10 +161,10 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]. Filter with RUST_LOG.
     #[arg(long, env = "MTSC_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Runs submitting to MTS at once, over all connectors [default: 4]
+    /// MTS requests in flight at once (from the ODK pre-count until MTS ended them), over all connectors and MTS endpoints [default: 64]
     #[arg(long, env = "MTSC_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Runs submitting at once to one MTS URL [default: 1; MTS works one request at a time]
+    /// MTS requests in flight at once on one MTS endpoint [default: 4, the MTS image's gunicorn workers]
     #[arg(long, env = "MTSC_MAX_PER_MTS")]
     pub max_per_mts: Option<usize>,
     /// First retry delay of a failed submission, doubled each attempt [default: 30]
@@ -156,15 +176,33 @@ pub struct ServeArgs {
     /// Attempts before a run is marked failed [default: 10]
     #[arg(long, env = "MTSC_MAX_ATTEMPTS")]
     pub max_attempts: Option<i64>,
-    /// First wait between status polls of an MTS request, doubled up to 30 s [default: 1]
+    /// First wait between status polls of an MTS request, doubled up to --poll-max-seconds [default: 1]
     #[arg(long, env = "MTSC_POLL_SECONDS")]
     pub poll_seconds: Option<f64>,
+    /// Longest wait between two status polls of an MTS request [default: 10]
+    #[arg(long, env = "MTSC_POLL_MAX_SECONDS")]
+    pub poll_max_seconds: Option<f64>,
     /// A request MTS keeps 'submitted' longer than this is taken as lost and resubmitted [default: 3600]
     #[arg(long, env = "MTSC_MTS_LOST_AFTER_SECONDS")]
     pub mts_lost_after_seconds: Option<f64>,
-    /// Runs kept per connector; failed runs are always kept [default: 1000]
+    /// An MTS endpoint that answered no call for this long has lost the requests it held: they are resubmitted elsewhere [default: 600]
+    #[arg(long, env = "MTSC_MTS_GONE_AFTER_SECONDS")]
+    pub mts_gone_after_seconds: Option<f64>,
+    /// Runs kept per connector; failed runs, open runs and the watermark run are kept beyond it [default: 1000]
     #[arg(long, env = "MTSC_RUN_RETENTION")]
     pub run_retention: Option<usize>,
+    /// Ended runs (failed ones too) created longer ago than this many days are dropped; 0 keeps them [default: 90]
+    #[arg(long, env = "MTSC_RUN_RETENTION_DAYS")]
+    pub run_retention_days: Option<f64>,
+    /// Delivered relayed records kept per connector (none younger than a day is dropped: its key de-duplicates resubmissions) [default: 100000]
+    #[arg(long, env = "MTSC_DELIVERY_RETENTION")]
+    pub delivery_retention: Option<usize>,
+    /// Delivered and failed relayed records unchanged for longer than this many days are dropped (at least 1) [default: 30]
+    #[arg(long, env = "MTSC_DELIVERY_RETENTION_DAYS")]
+    pub delivery_retention_days: Option<f64>,
+    /// Memory for the store's page cache, in MiB [default: 16]
+    #[arg(long, env = "MTSC_STORE_CACHE_MIB")]
+    pub store_cache_mib: Option<usize>,
     /// The URL MTS reaches this service at, for relay-mode callbacks [default: http://<listen address>]
     #[arg(long, env = "MTSC_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -237,8 +275,14 @@ struct FileConfig {
     retry_cap_seconds: Option<f64>,
     max_attempts: Option<i64>,
     poll_seconds: Option<f64>,
+    poll_max_seconds: Option<f64>,
     mts_lost_after_seconds: Option<f64>,
+    mts_gone_after_seconds: Option<f64>,
     run_retention: Option<usize>,
+    run_retention_days: Option<f64>,
+    delivery_retention: Option<usize>,
+    delivery_retention_days: Option<f64>,
+    store_cache_mib: Option<usize>,
     minute_seconds: Option<f64>,
     public_url: Option<String>,
     relay_retry_base_seconds: Option<f64>,
@@ -310,6 +354,15 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     pub engine: EngineConfig,
     pub limits: Limits,
+    /// The store's memory and what it keeps.
+    pub store: StoreConfig,
+}
+
+/// The store's settings (`--store-cache-mib` and the retention flags).
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    pub options: crate::store::StoreOptions,
+    pub retention: crate::store::retention::RetentionPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +379,22 @@ pub enum ConfigError {
     AtLeastOne(&'static str),
     #[error("{0} must be at least {1}")]
     AtLeast(&'static str, u64),
+    #[error("{0} must be a number of days, at least {1}")]
+    Days(&'static str, f64),
+}
+
+fn days(
+    name: &'static str,
+    value: Option<f64>,
+    min: f64,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0.0) if min == 0.0 => Ok(None),
+        Some(v) if v.is_finite() && v >= min && v > 0.0 && v < 1e6 => Ok(Some(Duration::from_secs_f64(v * 86_400.0))),
+        Some(_) => Err(ConfigError::Days(name, min)),
+    }
 }
 
 fn seconds(name: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
@@ -362,6 +431,7 @@ impl ServeArgs {
             api_key: self.api_key.or(file.api_key).map(Secret::new),
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             limits: Limits::default(),
+            store: StoreConfig::default(),
             engine: {
                 let d = EngineConfig::default();
                 EngineConfig {
@@ -387,6 +457,12 @@ impl ServeArgs {
                         d.max_attempts,
                     )?,
                     poll_min: seconds("poll-seconds", self.poll_seconds.or(file.poll_seconds), d.poll_min)?,
+                    poll_max: seconds("poll-max-seconds", self.poll_max_seconds.or(file.poll_max_seconds), d.poll_max)?,
+                    gone_after: seconds(
+                        "mts-gone-after-seconds",
+                        self.mts_gone_after_seconds.or(file.mts_gone_after_seconds),
+                        d.gone_after,
+                    )?,
                     lost_after: seconds(
                         "mts-lost-after-seconds",
                         self.mts_lost_after_seconds.or(file.mts_lost_after_seconds),
@@ -490,6 +566,39 @@ impl ServeArgs {
             },
             ..config
         };
+        let mut config = config;
+        config.store = {
+            let d = crate::store::retention::RetentionPolicy::default();
+            let cache_mib = at_least_one("store-cache-mib", self.store_cache_mib.or(file.store_cache_mib), 16)?;
+            StoreConfig {
+                options: crate::store::StoreOptions {
+                    cache_bytes: cache_mib.saturating_mul(1 << 20),
+                    ..crate::store::StoreOptions::default()
+                },
+                retention: crate::store::retention::RetentionPolicy {
+                    runs_per_connector: config.engine.retention,
+                    run_max_age: days(
+                        "run-retention-days",
+                        self.run_retention_days.or(file.run_retention_days),
+                        0.0,
+                        d.run_max_age,
+                    )?,
+                    deliveries_per_connector: at_least_one(
+                        "delivery-retention",
+                        self.delivery_retention.or(file.delivery_retention),
+                        d.deliveries_per_connector,
+                    )?,
+                    delivery_max_age: days(
+                        "delivery-retention-days",
+                        self.delivery_retention_days.or(file.delivery_retention_days),
+                        1.0,
+                        Some(d.delivery_max_age),
+                    )?
+                    .unwrap_or(d.delivery_max_age),
+                    ..d
+                },
+            }
+        };
         if config.db_name.is_empty() {
             return Err(ConfigError::Empty("db-name"));
         }
@@ -543,6 +652,15 @@ mod tests {
         assert_eq!(l.session_idle, Duration::from_secs(3600));
         assert_eq!(l.session_max, Duration::from_secs(86_400));
         assert_eq!((l.jq_workers, l.jq_cpu_seconds, l.jq_memory_mib), (2, 1, 1024));
+        let e = &c.engine;
+        assert_eq!((e.max_in_flight, e.max_per_mts), (64, 4));
+        assert_eq!((e.poll_min, e.poll_max), (Duration::from_secs(1), Duration::from_secs(10)));
+        assert_eq!((e.lost_after, e.gone_after), (Duration::from_secs(3600), Duration::from_secs(600)));
+        assert_eq!(c.store.options.cache_bytes, 16 << 20);
+        assert_eq!(c.store.retention.runs_per_connector, 1000);
+        assert_eq!(c.store.retention.run_max_age, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(c.store.retention.deliveries_per_connector, 100_000);
+        assert_eq!(c.store.retention.delivery_max_age, Duration::from_secs(30 * 86400));
     }
 
     #[test]
@@ -559,6 +677,18 @@ mod tests {
         assert_eq!(c.limits.jq_memory_mib, 256);
         assert!(parse(&["--jq-memory-mib", "8"]).resolve().is_err());
         assert!(parse(&["--max-connections", "0"]).resolve().is_err());
+    }
+
+    #[test]
+    fn retention_flags() {
+        let c = parse(&["--run-retention", "5", "--run-retention-days", "0", "--delivery-retention-days", "2"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.store.retention.runs_per_connector, 5);
+        assert_eq!(c.store.retention.run_max_age, None);
+        assert_eq!(c.store.retention.delivery_max_age, Duration::from_secs(2 * 86400));
+        let err = parse(&["--delivery-retention-days", "0.5"]).resolve().unwrap_err().to_string();
+        assert!(err.contains("delivery-retention-days must be a number of days, at least 1"), "{err}");
     }
 
     #[test]

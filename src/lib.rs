@@ -4,7 +4,7 @@
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`secret`]: the redacted type every password, token and API key lives in.
 //! - [`scrub`]: the one scrubber of secrets from upstream texts before they are stored or logged.
-//! - [`store`]: sled trees, Odoo-like ids, schema version, durable writes.
+//! - [`store`]: the redb store: records, indexes, group commits, retention, migration.
 //! - [`model`]: field definitions, validation, domains and state machines (pure, no I/O).
 //! - [`jq`]: jq programs (jaq), compiled once, evaluated with MTS semantics.
 //! - [`mts`]: the MTS request builder.

@@ -51,6 +51,9 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             init_tracing(LogFormat::Text, "warn");
             mts_connector::demo::run().await
         }
+        Command::FakeOdk(args) => {
+            mts_connector::fakes::serve_fake_odk(args, mts_connector::server::shutdown_signal()).await
+        }
         // The operator commands print their own messages and choose their exit code.
         operator @ (Command::Connectors(_) | Command::Import(_) | Command::Runs(_)) => {
             return mts_connector::cli::run(operator).await;

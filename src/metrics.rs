@@ -80,7 +80,7 @@ fn known<'a>(list: &[&'a str], value: &str) -> Option<&'a str> {
     list.iter().find(|m| **m == value).copied()
 }
 
-/// The `method` label of a JSON-RPC call: `common.login`, `mts.connector.search_read`,
+/// The `method` label of a JSON-RPC or XML-RPC call: `common.login`, `mts.connector.search_read`,
 /// `web.session.authenticate`, ... Unknown services, models and methods become `other`.
 pub fn rpc_method_label(path: &str, params: &serde_json::Value) -> String {
     let s = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
@@ -89,7 +89,8 @@ pub fn rpc_method_label(path: &str, params: &serde_json::Value) -> String {
         (Some(model), None) => format!("{model}.other"),
         _ => "other".to_string(),
     };
-    if path == "/jsonrpc" {
+    // XML-RPC calls are mapped to the same {service, method, args} as /jsonrpc.
+    if path == "/jsonrpc" || path.starts_with("/xmlrpc/") {
         let (service, method) = (s(params.get("service")), s(params.get("method")));
         return match (service.as_str(), method.as_str()) {
             ("common", m) => known(&RPC_METHODS[..4], m).map_or("common.other".into(), |m| format!("common.{m}")),
@@ -113,6 +114,8 @@ pub fn rpc_method_label(path: &str, params: &serde_json::Value) -> String {
 pub fn route_label(path: &str) -> &'static str {
     match path {
         "/jsonrpc" => "jsonrpc",
+        "/xmlrpc" => "xmlrpc",
+        p if p.starts_with("/xmlrpc/") => "xmlrpc",
         "/health" => "health",
         "/ready" => "ready",
         "/metrics" => "metrics",
@@ -666,6 +669,10 @@ mod tests {
         assert_eq!(rpc_method_label("/jsonrpc", &json!({"service": "common", "method": "login"})), "common.login");
         assert_eq!(rpc_method_label("/jsonrpc", &json!({"service": "common", "method": "read"})), "common.other");
         assert_eq!(rpc_method_label("/jsonrpc", &json!(12)), "other");
+        assert_eq!(rpc_method_label("/xmlrpc/2/", &call("mts.connector", "read")), "mts.connector.read");
+        assert_eq!(rpc_method_label("/xmlrpc/", &json!({"service": "common", "method": "version"})), "common.version");
+        assert_eq!(route_label("/xmlrpc/2/object"), "xmlrpc");
+        assert_eq!(route_label("/xmlrpc/common"), "xmlrpc");
         assert_eq!(rpc_method_label("/web/session/authenticate", &json!({})), "web.session.authenticate");
         assert_eq!(
             rpc_method_label("/web/dataset/call_kw/x/y", &json!({"model": "mts.connector.run", "method": "read"})),

@@ -43,10 +43,10 @@ pub fn endpoint(connector: &Record) -> &'static str {
     }
 }
 
-/// The full URL a request for `connector` goes to.
-pub fn endpoint_url(connector: &Record) -> String {
-    let base = connector.str("mts_url").unwrap_or_default().trim_end_matches('/');
-    format!("{base}/{}", endpoint(connector))
+/// The full URL a request for `connector` goes to on the MTS at `base` (one of the
+/// connector's MTS URLs).
+pub fn endpoint_url(connector: &Record, base: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), endpoint(connector))
 }
 
 fn text(rec: &Record, field: &str) -> Value {
@@ -253,7 +253,7 @@ mod tests {
             }
         });
         assert_eq!(body, expected);
-        assert_eq!(endpoint_url(&connector("odoo")), "http://mts.local/authtoken/odk");
+        assert_eq!(endpoint_url(&connector("odoo"), "http://mts.local/"), "http://mts.local/authtoken/odk");
     }
 
     #[test]
@@ -308,7 +308,7 @@ mod tests {
         let body = build_request(&c, Input::Records(&records), None, Secrets::Reveal, at("2026-01-02 00:00:00"));
         assert_eq!(body["request"]["authdata"], json!([{"vid": "123", "name": "A"}]));
         assert!(body["request"].get("odkconfig").is_none());
-        assert_eq!(endpoint_url(&c), "http://mts.local/authtoken/json");
+        assert_eq!(endpoint_url(&c, "http://mts.local"), "http://mts.local/authtoken/json");
     }
 
     #[test]

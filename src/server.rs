@@ -107,11 +107,29 @@ async fn migrate_extra_headers(store: &Store) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Files and dirs this process creates get no group or other permissions (the data dir
+/// holds secrets in clear).
+pub fn private_umask() {
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Opens the store, binds, and serves until `shutdown` resolves.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // Everything this process creates (the store, the API key) is its user's alone.
+    private_umask();
     // The store first: a second process on the same data dir fails on its lock, clearly,
     // before anything else.
-    let store = Arc::new(Store::open(&config.data_dir, MODELS)?);
+    let started = std::time::Instant::now();
+    let store = Arc::new(Store::open_with(&config.data_dir, MODELS, config.store.options)?);
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        bytes = store.file_bytes(),
+        ms = started.elapsed().as_millis() as u64,
+        "store open"
+    );
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     serve_on(store, listener, config, shutdown).await
@@ -142,7 +160,7 @@ pub async fn serve_on(
         memory_limit: config.limits.jq_memory_mib << 20,
         ..Default::default()
     });
-    let engine = Engine::new(store.clone(), engine_config, http);
+    let engine = Engine::new(store.clone(), engine_config, http)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "mts-connector listening on http://{addr}");
     let app = Arc::new(
         App::new(engine.clone(), config.db_name.clone(), config.api_login.clone(), key)
@@ -150,12 +168,23 @@ pub async fn serve_on(
     );
     let scheduler = crate::engine::scheduler::start(engine.clone()).map_err(ServeError::Scheduler)?;
     let deliveries = tokio::spawn(crate::relay::deliver::run(engine.clone()));
+    let retention = tokio::spawn(crate::store::retention::run(
+        store.clone(),
+        config.store.retention.clone(),
+        engine.cancel.clone(),
+    ));
     run(listener, app, ServerLimits::from_config(&config.limits), shutdown).await;
     engine.shutdown(Duration::from_secs(10)).await;
     let _ = scheduler.await;
     let _ = deliveries.await;
-    store.flush().await?;
-    tracing::info!("stopped; store flushed");
+    let _ = retention.await;
+    // Bounded: a full or failing disk must not keep the process from exiting (what was
+    // acknowledged is durable already; the rest was never acknowledged).
+    match tokio::time::timeout(Duration::from_secs(10), store.flush()).await {
+        Ok(Ok(())) => tracing::info!("stopped; store flushed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "stopped; the last writes could not be flushed"),
+        Err(_) => tracing::warn!("stopped; the store did not flush within 10 s"),
+    }
     Ok(())
 }
 

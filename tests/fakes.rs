@@ -420,6 +420,61 @@ async fn mts_restart_forgets_requests() {
     assert!(odoo.requests().is_empty());
 }
 
+/// Submits `n` download requests of `records` records each; answers their ids.
+async fn submit_many(mts: &FakeMts, n: usize, records: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let authdata: Vec<Value> = (0..records)
+            .map(|r| json!({"vid": format!("{i}{r:04}"), "name": "A", "gender": "F", "dob": "1990/01/01", "fullAddress": "x"}))
+            .collect();
+        let (code, body) = submit(mts, "json", &json_request(json!(authdata))).await;
+        assert_eq!(code, 200, "{body}");
+        ids.push(body["response"]["request_identifier"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+async fn statuses(mts: &FakeMts, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(status(mts, id).await.1["response"]["status"].as_str().unwrap_or("404").to_string());
+    }
+    out
+}
+
+#[tokio::test]
+async fn mts_workers_process_that_many_requests_at_once() {
+    let mts = FakeMts::start().await.expect("mts");
+    mts.set_workers(3);
+    mts.set_time_per_record(Duration::from_millis(400));
+    let ids = submit_many(&mts, 5, 2).await;
+    eventually("three requests processing", || async {
+        statuses(&mts, &ids).await.iter().filter(|s| *s == "processing").count() == 3
+    })
+    .await;
+    let now = statuses(&mts, &ids).await;
+    assert_eq!(now.iter().filter(|s| *s == "submitted").count(), 2, "{now:?}");
+    assert_eq!(mts.queued(), 2);
+    // A request takes 2 records x 400 ms: the queue drains in two rounds.
+    for id in &ids {
+        wait_status(&mts, id, "processed").await;
+    }
+}
+
+#[tokio::test]
+async fn mts_cleanup_deletes_old_requests_whatever_their_status() {
+    let mts = FakeMts::start().await.expect("mts");
+    mts.hold_processing(true);
+    let ids = submit_many(&mts, 2, 1).await;
+    mts.set_cleanup_expiry(Duration::from_millis(300));
+    assert_eq!(statuses(&mts, &ids).await, ["submitted", "submitted"]);
+    eventually("both requests deleted", || async { statuses(&mts, &ids).await == ["404", "404"] }).await;
+    // A queued request the cleanup deleted is never processed.
+    mts.hold_processing(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(mts.status_of(&ids[0]).is_none());
+}
+
 #[tokio::test]
 async fn mts_callback_failure_stops_delivery() {
     let Fakes { odk, mts, odoo } = start_fakes().await;

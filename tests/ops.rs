@@ -208,7 +208,7 @@ async fn metrics_count_calls_runs_records_and_upstream_calls_without_personal_da
     assert_eq!(calls("mts.connector.action_import", "ok"), 1.0);
     assert!(calls("mts.connector.run.search_read", "ok") >= 1.0);
     assert_eq!(calls("mts.connector.read", "AccessDenied"), 1.0);
-    assert_eq!(calls("other", "KeyError"), 1.0, "an unknown model is not a label value");
+    assert_eq!(calls("other", "UserError"), 1.0, "an unknown model is not a label value");
     assert!(value(&m, "mtsc_rpc_call_duration_seconds_count", &[("method", "mts.connector.create")]) >= 1.0);
     // Runs by state, state changes, windows and records.
     assert_eq!(value(&m, "mtsc_runs", &[("state", "done")]), done as f64);
@@ -232,9 +232,15 @@ async fn metrics_count_calls_runs_records_and_upstream_calls_without_personal_da
     );
     assert!(value(&m, "mtsc_upstream_call_duration_seconds_count", &[("upstream", "odk"), ("call", "session")]) >= 1.0);
     assert!(value(&m, "mtsc_process_resident_memory_bytes", &[]) > 0.0);
-    // No secret, URL, login or record value anywhere.
+    // Each MTS endpoint is reported by its host and port, nothing more of its URL.
+    let mts_host = w.mts.url().trim_start_matches("http://").to_string();
+    assert_eq!(value(&m, "mtsc_mts_endpoint_up", &[("endpoint", &mts_host)]), 1.0);
+    assert_eq!(value(&m, "mtsc_mts_endpoint_accepted", &[("endpoint", &mts_host)]), done as f64);
+    assert_eq!(value(&m, "mtsc_mts_endpoint_in_flight", &[("endpoint", &mts_host)]), 0.0);
+    // No secret, other URL, login or record value anywhere.
+    let others: String = text.lines().filter(|l| !l.starts_with("mtsc_mts_endpoint_")).collect();
     for needle in [API_KEY, ODK_PW, ODOO_PW, ODK_EMAIL, "127.0.0.1", "Registrations", "SECRET", "Person "] {
-        assert!(!text.contains(needle), "{needle:?} in /metrics");
+        assert!(!others.contains(needle), "{needle:?} in /metrics");
     }
 
     // MTS refusing the next window: counted as an HTTP 4xx of the submit call.

@@ -341,13 +341,20 @@ async fn odoo_down_mid_walk_retries_and_resumes_from_the_last_page() {
     // The registry goes down while the walk waits for MTS.
     w.reg.set_down(true);
     w.mts.hold_processing(false);
-    let retrying = until(30, "the walk retrying", || async {
-        w.walks(id).await.into_iter().find(|r| r["state"] == "retrying" && int(&r["attempts"]) >= 2)
+    // The pages read ahead retry (they read their registrants when they go to MTS).
+    let retrying = until(30, "a page retrying", || async {
+        w.runs(id).await.into_iter().find(|r| r["state"] == "retrying" && int(&r["attempts"]) >= 2)
     })
     .await;
     let message = retrying["error_message"].as_str().unwrap_or_default();
     assert!(message.contains("answered HTTP 503"), "{message}");
-    assert_eq!(int(&retrying["records_sent"]), 800, "progress is kept: {retrying}");
+    let walk = w.walks(id).await.remove(0);
+    assert_eq!(int(&walk["records_sent"]), 800, "progress is kept: {walk}");
+    // The connector's last run is the walk, still at work, not a cancelled page.
+    let c = &w.svc.connector("read", json!([[id], ["last_run_id"]])).await[0];
+    assert_eq!(c["last_run_id"][0], walk["id"], "{c}");
+    assert!(!terminal(&walk), "{walk}");
+    assert!(w.runs(id).await.iter().all(|r| r["state"] != "cancelled"), "no page was cancelled by the outage");
     w.reg.set_down(false);
     let walk = walk_ended(&w, id, 1).await;
     assert_eq!(walk["state"], "done", "{walk}");
@@ -454,9 +461,34 @@ async fn stopping_the_connector_ends_its_walk_after_the_pages_in_flight() {
     assert_eq!(walk["state"], "cancelled", "{walk}");
     assert!(walk["error_message"].as_str().unwrap_or_default().contains("the connector was stopped"), "{walk}");
     assert_eq!(int(&walk["records_sent"]), 800);
-    // The pages MTS had taken are still tracked to their end.
+    // The pages MTS had taken are still tracked to their end; those read ahead but not
+    // sent yet are cancelled.
     let pages = w.pages_of(id, &walk).await;
-    assert_eq!(pages.len(), 4);
-    assert!(pages.iter().all(|p| p["state"] == "done"), "{pages:?}");
+    let done: Vec<&Value> = pages.iter().filter(|p| p["state"] == "done").collect();
+    assert_eq!(done.len(), 4, "{pages:?}");
+    assert!(pages.iter().all(|p| matches!(p["state"].as_str(), Some("done" | "cancelled"))), "{pages:?}");
     assert_eq!(w.mts.submissions().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_keeps_mts_max_parallel_pages_in_mts_at_once_and_sends_each_registrant_once() {
+    let w = World::start(2_000, fast(60.0)).await;
+    let matching = w.matching();
+    w.mts.hold_processing(true);
+    let id = w.svc.create(&w.connector(json!({"max_records_per_request": 100, "mts_max_parallel": 3}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    until(20, "three pages in MTS", || async { (w.mts.submissions().len() >= 3).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.mts.submissions().len(), 3, "at most mts_max_parallel pages in MTS");
+    w.mts.hold_processing(false);
+    let walk = walk_ended(&w, id, 1).await;
+    assert_eq!(walk["state"], "done", "{walk}");
+    assert_eq!(int(&walk["records_sent"]), matching.len() as i64, "{walk}");
+    assert_eq!(int(&walk["pages_done"]), matching.len().div_ceil(100) as i64, "{walk}");
+    let sent = w.sent_to_mts();
+    assert_eq!(sent.keys().copied().collect::<BTreeSet<u64>>(), matching);
+    assert!(sent.values().all(|n| *n == 1), "each registrant once");
+    // The connector's last run is the walk, not one of its pages.
+    let c = &w.svc.connector("read", json!([[id], ["last_run_id"]])).await[0];
+    assert_eq!(c["last_run_id"][0], walk["id"]);
 }

@@ -417,3 +417,32 @@ async fn kill9_while_callbacks_arrive_loses_nothing_and_delivers_nothing_twice()
     let delivered = w.delivered();
     assert!(ids.iter().all(|i| delivered.contains_key(i)), "a record was lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_mts_deleted_after_every_record_was_relayed_is_done_not_resubmitted() {
+    // Status polls every 2 s; MTS's cleanup (the helm chart's job) deletes requests
+    // after 0.6 s: the request is gone at its second poll, its records already relayed.
+    let slow_polls = Options::new()
+        .arg("--poll-seconds")
+        .arg("2")
+        .arg("--minute-seconds")
+        .arg("60")
+        .arg("--relay-retry-base-seconds")
+        .arg("0.2")
+        .arg("--relay-grace-seconds")
+        .arg("1");
+    let w = World::start(slow_polls).await;
+    w.mts.set_processing_time(Duration::from_millis(300));
+    w.mts.set_cleanup_expiry(Duration::from_millis(600));
+    let (ids, id) = import(&w, 6, json!({})).await;
+    let runs = until(30, "the run ended", || async {
+        let runs = w.runs(id).await;
+        (!runs.is_empty() && runs.iter().all(terminal)).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs.len(), 1, "not resubmitted: {:?}", states(&runs));
+    assert_eq!(runs[0]["state"], "done", "{}", runs[0]);
+    assert_eq!(runs[0]["mts_status"], "deleted_by_mts");
+    assert_eq!(w.mts.submissions().len(), 1);
+    assert_exactly_once(&w, &ids).await;
+}

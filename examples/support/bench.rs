@@ -96,6 +96,36 @@ pub async fn rpc(http: &reqwest::Client, url: &str, model: &str, method: &str, a
     resp["result"].clone()
 }
 
+/// A connector's values (as JSON) as the store's record, secrets in their type: what
+/// `mts::build_request` takes, for drivers that call MTS themselves.
+pub fn record(c: &Value) -> mts_connector::model::fields::Record {
+    let mut r = mts_connector::model::fields::Record::default();
+    for (k, v) in c.as_object().expect("connector values") {
+        if k == "odk_password" || k == "callback_auth_password" {
+            r.secrets.insert(k.clone(), mts_connector::secret::Secret::new(v.as_str().unwrap_or_default()));
+        } else {
+            r.set(k, v.clone());
+        }
+    }
+    r
+}
+
+/// Creates connector `c` on the service and queues a manual import of `[start, end)`;
+/// answers the connector id.
+pub async fn create_and_import(
+    http: &reqwest::Client,
+    url: &str,
+    c: &Value,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let id = rpc(http, url, "mts.connector", "create", json!([c]), json!({})).await;
+    let window =
+        json!([[id], mts_connector::model::format_datetime(start), mts_connector::model::format_datetime(end)]);
+    rpc(http, url, "mts.connector", "action_import", window, json!({})).await;
+    id
+}
+
 /// The `/metrics` text.
 pub async fn scrape(http: &reqwest::Client, url: &str) -> String {
     http.get(format!("{url}/metrics")).send().await.expect("metrics").text().await.expect("metrics text")

@@ -22,4 +22,7 @@
         "wizards/mts_connector_report_views.xml",
         "views/menus.xml",
     ],
+    "assets": {
+        "web.assets_tests": ["mts_connector/static/tests/tours/*.js"],
+    },
 }

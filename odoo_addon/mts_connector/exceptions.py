@@ -13,7 +13,19 @@ from . import service_errors
 
 
 class ConnectorServiceError(UserError):
-    """The connector service could not do what was asked (a ``UserError``)."""
+    """The connector service could not do what was asked (a ``UserError``).
+
+    The Odoo 17 web client shows a plain warning dialog only for the exception names
+    it knows (``odoo.exceptions.UserError``, ...); any other name gets the red "Odoo
+    Server Error" with a traceback. It also looks at ``data.context.exception_class``
+    (``odoo.http.serialize_exception`` sends the exception's ``context``), so this
+    class says it is shown as a ``UserError`` there while Python code can still catch
+    it by its own name.
+    """
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.context = {"exception_class": "odoo.exceptions.UserError"}
 
 
 class ConnectorServiceUnreachable(ConnectorServiceError):

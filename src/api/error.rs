@@ -76,7 +76,13 @@ impl From<ModelError> for OdooError {
 impl From<StoreError> for OdooError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        OdooError::Internal("The connector service could not write to its store; see its log.".into())
+        match e {
+            // Refused before anything changed (its reason names no record and no secret).
+            StoreError::Unwritable { reason, .. } => OdooError::Internal(format!(
+                "The connector service cannot write to its store ({reason}). Free space on its disk and try again."
+            )),
+            _ => OdooError::Internal("The connector service could not write to its store; see its log.".into()),
+        }
     }
 }
 

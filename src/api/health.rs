@@ -3,7 +3,6 @@
 //! only counts, states and the version.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -11,9 +10,6 @@ use serde_json::{Value, json};
 use super::App;
 use crate::metrics::{Gauge, METRICS};
 use crate::model::{connector, delivery, run};
-
-/// How long the readiness probe waits for a durable write.
-const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Liveness: the process answers and its store is open. `(healthy, body)`.
 pub fn health(app: &App) -> (bool, Value) {
@@ -30,10 +26,11 @@ pub fn health(app: &App) -> (bool, Value) {
     )
 }
 
-/// Readiness: the store takes a durable write and the scheduler loop is alive.
-/// `(ready, body)`.
+/// Readiness: the store can write (no failed commit, free space on its disk) and the
+/// scheduler loop is alive. `(ready, body)`. Cheap: it writes nothing (the free space
+/// is read with one `statvfs`, cached for a second).
 pub async fn ready(app: &App) -> (bool, Value) {
-    let store = match store_writable(app).await {
+    let store = match app.store.write_health().ready() {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e}),
     };
@@ -43,18 +40,6 @@ pub async fn ready(app: &App) -> (bool, Value) {
     };
     let ok = store["ok"] == true && scheduler["ok"] == true;
     (ok, json!({"status": if ok { "ready" } else { "not ready" }, "checks": {"store": store, "scheduler": scheduler}}))
-}
-
-/// Writes a probe counter to the store's metadata and flushes it to disk.
-async fn store_writable(app: &App) -> Result<(), String> {
-    // `next_id` is a durable read-modify-write on the metadata tree; a dedicated key
-    // keeps the probe away from every model's ids.
-    app.store.next_id(".ready-probe").map_err(|e| e.to_string())?;
-    match tokio::time::timeout(STORE_PROBE_TIMEOUT, app.store.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("the store did not flush within {} s", STORE_PROBE_TIMEOUT.as_secs())),
-    }
 }
 
 /// The Prometheus text: the counted metrics plus what the store and engine hold now.
@@ -77,6 +62,53 @@ fn count_by<'a>(
     out
 }
 
+/// Per MTS endpoint of every connector: up, requests in flight, requests accepted since
+/// the start. The label is the endpoint's `host:port` (bounded by the configuration).
+fn endpoint_gauges(app: &App, connectors: &[std::sync::Arc<crate::model::fields::Record>]) -> Vec<Gauge> {
+    let stats = app.engine.pool.stats();
+    let mut urls: Vec<String> = connectors.iter().flat_map(|c| crate::engine::pool::endpoints(c)).collect();
+    urls.extend(stats.iter().map(|s| s.url.clone()));
+    urls.sort();
+    urls.dedup();
+    let mut out = Vec::new();
+    for url in urls {
+        let s = stats.iter().find(|s| s.url == url);
+        let label = crate::engine::pool::label(&url);
+        let (up, in_flight, accepted) = s.map_or((true, 0, 0), |s| (s.up, s.in_flight, s.accepted));
+        out.push(
+            Gauge::new(
+                "mtsc_mts_endpoint_up",
+                "1 while the MTS endpoint answers (0: skipped after failures)",
+                f64::from(up),
+            )
+            .label("endpoint", label.clone()),
+        );
+        out.push(
+            Gauge::new(
+                "mtsc_mts_endpoint_in_flight",
+                "MTS requests of this service in flight on the endpoint",
+                in_flight as f64,
+            )
+            .label("endpoint", label.clone()),
+        );
+        out.push(
+            Gauge::new(
+                "mtsc_mts_endpoint_accepted",
+                "MTS requests the endpoint accepted since the service started",
+                accepted as f64,
+            )
+            .label("endpoint", label),
+        );
+    }
+    out
+}
+
+/// Counts by state with every known state present (0 when none) and only those: label
+/// values come from the fixed list.
+fn known(counts: BTreeMap<String, i64>, states: &[(&str, &str)]) -> BTreeMap<String, u64> {
+    states.iter().map(|(s, _)| (s.to_string(), counts.get(*s).copied().unwrap_or(0).max(0) as u64)).collect()
+}
+
 fn gauges(app: &App) -> Vec<Gauge> {
     let mut out = Vec::new();
     let connectors = app.store.list(connector::MODEL);
@@ -85,14 +117,15 @@ fn gauges(app: &App) -> Vec<Gauge> {
         out.push(Gauge::new("mtsc_connectors", "Connectors by job status", n as f64).label("job_status", status));
     }
 
-    let runs = app.store.list(run::MODEL);
-    let by_state = count_by(runs.iter().map(|r| r.as_ref()), "state", run::STATES);
+    out.extend(endpoint_gauges(app, &connectors));
+
+    // Runs and deliveries: the store's counts, kept current by every commit (no scan).
+    let by_state = known(app.store.counts(run::MODEL, "state"), run::STATES);
     for (state, n) in &by_state {
         out.push(Gauge::new("mtsc_runs", "Runs the store keeps, by state", *n as f64).label("state", state));
     }
     for stage in ["expected", "received", "delivered", "failed"] {
-        let field = format!("records_{stage}");
-        let sum: i64 = runs.iter().filter_map(|r| r.int(&field)).map(|n| n.max(0)).sum();
+        let sum = app.store.sum(run::MODEL, &format!("records_{stage}"));
         out.push(
             Gauge::new(
                 "mtsc_records",
@@ -103,8 +136,7 @@ fn gauges(app: &App) -> Vec<Gauge> {
         );
     }
 
-    let deliveries = app.store.list(delivery::MODEL);
-    let by_delivery = count_by(deliveries.iter().map(|d| d.as_ref()), "state", delivery::STATES);
+    let by_delivery = known(app.store.counts(delivery::MODEL, "state"), delivery::STATES);
 
     let (open, active) = {
         let index = app.engine.index();

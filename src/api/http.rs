@@ -341,6 +341,18 @@ async fn route_request(
     if let Some(run) = path.strip_prefix("/relay/") {
         return Ok(relay(&app, run, body_timeout, req).await);
     }
+    // Odoo's XML-RPC external API: its own module, over the same dispatch as /jsonrpc.
+    if path == "/xmlrpc" || path.starts_with("/xmlrpc/") {
+        // Read here within the bounds every route has (size, time, body memory); the
+        // XML-RPC handler applies its own 1 MiB limit (a 413 fault) to what was read.
+        let (parts, body) = req.into_parts();
+        return Ok(match body::read(body, &parts.headers, 2 * MAX_BODY as usize, body_timeout).await {
+            Ok((bytes, _memory)) => {
+                super::xmlrpc::handle(&app, Request::from_parts(parts, http_body_util::Full::new(bytes))).await
+            }
+            Err(e) => json_response(e.status(), json!({"error": e.to_string()})),
+        });
+    }
     if !is_rpc_path(&path) {
         return Ok(json_response(StatusCode::NOT_FOUND, json!({"error": format!("no route {path}")})));
     }

@@ -10,6 +10,7 @@ use super::orm::{self, Reader};
 use super::{App, version};
 use crate::model::connector::{self, Action};
 use crate::model::domain::Domain;
+use crate::model::fields::ModelDef;
 use crate::model::parse_datetime;
 
 /// `/jsonrpc` with `{service, method, args}`.
@@ -36,6 +37,11 @@ pub async fn jsonrpc(app: &App, params: &Value) -> Result<Value, OdooError> {
                 return Err(OdooError::AccessDenied);
             }
             let (model, model_method) = (str_arg(3), str_arg(4));
+            // Odoo's execute_cr: an unknown model is a UserError here (a KeyError only
+            // on the web client's /web/dataset/call_kw).
+            if model != "ir.model" && orm::model_def(model).is_none() {
+                return Err(OdooError::User(format!("Object {model} doesn't exist")));
+            }
             let empty_kwargs = Map::new();
             if method == "execute" {
                 call(app, model, model_method, &args[5..], &empty_kwargs).await
@@ -118,12 +124,21 @@ async fn dispatch(
     let reader = Reader { store: &app.store, model: def };
     let now = Utc::now();
     let value = match method {
+        "check_access_rights" => {
+            let operation = a.opt_str(0, "operation")?.unwrap_or("read");
+            check_access_rights(def, operation, a.get(1, "raise_exception").is_none_or(|v| v.as_bool() != Some(false)))?
+        }
         "fields_get" => {
             let only = a.fields(0, "allfields")?;
             let attributes = a.fields(1, "attributes")?;
             orm::fields_get(def, only.as_deref(), attributes.as_deref())
         }
         "default_get" => orm::default_get(def, a.fields(0, "fields_list")?.as_deref()),
+        "search" | "search_count" if method == "search_count" || a.flag(4, "count") => {
+            // Counted without holding the matches.
+            let n = reader.count(a.get(0, "domain"))?.saturating_sub(a.opt_usize(1, "offset")?.unwrap_or(0));
+            Value::from(a.opt_usize(2, "limit")?.map_or(n, |l| n.min(l)))
+        }
         "search" | "search_count" => {
             let hits = reader.search(
                 a.get(0, "domain"),
@@ -131,11 +146,7 @@ async fn dispatch(
                 a.opt_usize(2, "limit")?,
                 a.opt_str(3, "order")?,
             )?;
-            if method == "search_count" || a.flag(4, "count") {
-                Value::from(hits.len())
-            } else {
-                orm::AnswerBudget::default().collect(hits.iter().map(|r| Ok(Value::from(r.id))))?
-            }
+            orm::AnswerBudget::default().collect(hits.iter().map(|r| Ok(Value::from(r.id))))?
         }
         "search_read" => {
             let fields = a.fields(1, "fields")?;
@@ -198,10 +209,31 @@ async fn dispatch(
             log_change(def.name, "unlink", &ids);
             Value::Bool(true)
         }
+        "action_cancel" if def.name == crate::model::run::MODEL => {
+            app.engine.cancel_runs(&a.ids(0, "ids")?).await?;
+            Value::Bool(true)
+        }
         _ if def.name == connector::MODEL => return connector_method(app, method, &a).await,
         _ => return Err(unknown_method(model, method)),
     };
     Ok(value)
+}
+
+/// `check_access_rights(operation, raise_exception=True)`: the API user may read every
+/// model and change the writable ones.
+fn check_access_rights(def: &ModelDef, operation: &str, raise: bool) -> Result<Value, OdooError> {
+    let allowed = match operation {
+        "read" => true,
+        "create" | "write" | "unlink" => def.writable,
+        other => return Err(OdooError::Value(format!("Invalid access mode {other:?}"))),
+    };
+    if !allowed && raise {
+        return Err(OdooError::Access(format!(
+            "You are not allowed to {operation} {} records: the service keeps them",
+            def.name
+        )));
+    }
+    Ok(Value::Bool(allowed))
 }
 
 fn unknown_method(model: &str, method: &str) -> OdooError {
@@ -231,7 +263,7 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
             // The scheduler sets the next fire; a one-time job gets a fresh run.
             rec.set("next_run_at", Value::Null);
             if status == "started" {
-                rec.set("last_run_id", Value::Null);
+                rec.set(crate::engine::scheduler::ONETIME_RUN, Value::Null);
             }
             Ok(())
         })?;
@@ -325,7 +357,7 @@ fn copy_connector(
     let name = rec.str("name").unwrap_or_default().to_string();
     rec.set("name", format!("{name} (copy)"));
     rec.set("job_status", "draft");
-    for field in ["last_run_id", "next_run_at"] {
+    for field in ["last_run_id", "next_run_at", crate::engine::scheduler::ONETIME_RUN] {
         rec.values.remove(field);
     }
     if let Some(vals) = overrides {
@@ -342,6 +374,17 @@ fn copy_connector(
     app.store.put(def.name, rec)?;
     Ok(new_id)
 }
+
+/// `ir.model` as a model definition, for what the generic checks need of it.
+static IR_MODEL: ModelDef = ModelDef {
+    name: "ir.model",
+    description: "Models",
+    fields: &[],
+    rec_name: Some("name"),
+    writable: false,
+    validate: None,
+    check_unlink: None,
+};
 
 /// `ir.model`: the models this server holds, for clients that look them up first.
 fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
@@ -374,6 +417,11 @@ fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
         "search" => Ok(hits.iter().map(|r| r["id"].clone()).collect()),
         "search_count" => Ok(Value::from(hits.len())),
         "search_read" | "read" => Ok(hits.into_iter().cloned().collect()),
+        "check_access_rights" => {
+            let operation = a.opt_str(0, "operation")?.unwrap_or("read");
+            let raise = a.get(1, "raise_exception").is_none_or(|v| v.as_bool() != Some(false));
+            check_access_rights(&IR_MODEL, operation, raise)
+        }
         "fields_get" => Ok(json!({
             "model": {"type": "char", "string": "Model", "required": true, "readonly": true},
             "name": {"type": "char", "string": "Model Description", "required": true, "readonly": true},

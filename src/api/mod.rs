@@ -10,6 +10,7 @@
 //! - [`methods`]: service and model dispatch (`common`, `object`, `call_kw`).
 //! - [`http`]: routing, sessions cookies, the jsonrpsee service.
 //! - [`health`]: liveness, readiness and Prometheus metrics.
+//! - [`xmlrpc`]: Odoo's XML-RPC endpoints (`/xmlrpc/2/*`, `/xmlrpc/*`) over the same dispatch.
 
 pub mod args;
 pub mod blocking;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod http;
 pub mod methods;
 pub mod orm;
+pub mod xmlrpc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

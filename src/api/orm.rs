@@ -2,13 +2,14 @@
 //! `read`, `create`, `write`, `unlink`, `copy`, ...), over any [`ModelDef`].
 
 use std::cmp::Ordering;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::error::OdooError;
-use crate::model::domain::{self, Domain};
+use crate::model::domain::{self, Domain, OrderKey};
 use crate::model::fields::{FieldType, ModelDef, Record};
 use crate::model::{self, ModelError, format_datetime};
 use crate::store::Store;
@@ -120,14 +121,36 @@ impl Reader<'_> {
             _ => {}
         }
         let f = self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?;
+        Ok(self.field_value(rec, f))
+    }
+
+    /// One field of a record as Odoo shows it, its definition at hand.
+    fn field_value(&self, rec: &Record, f: &crate::model::fields::FieldDef) -> Value {
+        // A connector's next fire, once the engine keeps it in the store's schedule
+        // table (apart from the record), is read from there.
+        if f.name == "next_run_at"
+            && self.model.name == model::connector::MODEL
+            && let Some(at) = self.store.schedule_get(rec.id)
+        {
+            return Value::String(format_datetime(at));
+        }
+        // A connector's last run is its newest top-level run (one index seek): runs are
+        // made without rewriting the connector record.
+        if f.name == "last_run_id" && self.model.name == model::connector::MODEL {
+            let last = last_run(self.store, rec.id).or_else(|| rec.int("last_run_id").map(|id| id as u64));
+            return match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
+                Some(run) => Value::Array(vec![Value::from(run.id), display_name(&model::run::RUN, &run)]),
+                None => Value::Bool(false),
+            };
+        }
         let v = rec.odoo_value(f);
         if let (FieldType::Many2one(target), Some(id)) = (f.ftype, v.as_u64()) {
             let name = model_def(target)
                 .and_then(|t| self.store.get(t.name, id).map(|r| display_name(t, &r)))
                 .unwrap_or_else(|| Value::String(format!("{target},{id}")));
-            return Ok(json!([id, name]));
+            return Value::Array(vec![Value::from(id), name]);
         }
-        Ok(v)
+        v
     }
 
     /// A record as a `read` dict with `fields` (all when `None`).
@@ -142,7 +165,7 @@ impl Reader<'_> {
             }
             None => {
                 for f in self.model.fields {
-                    out.insert(f.name.to_string(), self.value(rec, f.name)?);
+                    out.insert(f.name.to_string(), self.field_value(rec, f));
                 }
                 out.insert("display_name".into(), display_name(self.model, rec));
             }
@@ -159,14 +182,8 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// Ids of the records matching `domain`, ordered, then offset and limited.
-    pub fn search(
-        &self,
-        domain: Option<&Value>,
-        offset: usize,
-        limit: Option<usize>,
-        order: Option<&str>,
-    ) -> Result<Vec<Arc<Record>>, OdooError> {
+    /// Parses and checks a domain and an order against the model.
+    fn query(&self, domain: Option<&Value>, order: Option<&str>) -> Result<(Domain, Vec<OrderKey>), OdooError> {
         let domain = match domain {
             None => Domain::True,
             Some(d) => Domain::parse(d).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?,
@@ -190,29 +207,200 @@ impl Reader<'_> {
                 )));
             }
         }
-        let mut hits: Vec<Arc<Record>> = Vec::new();
+        Ok((domain, keys))
+    }
+
+    /// The records matching `domain`, ordered, then offset and limited.
+    pub fn search(
+        &self,
+        domain: Option<&Value>,
+        offset: usize,
+        limit: Option<usize>,
+        order: Option<&str>,
+    ) -> Result<Vec<Arc<Record>>, OdooError> {
+        let (domain, keys) = self.query(domain, order)?;
+        let by_id = keys.len() == 1 && keys[0].field == "id";
+        let want = limit.map(|l| l.saturating_add(offset));
+        let mut hits: Vec<(Vec<Value>, Arc<Record>)> = Vec::new();
+        if by_id {
+            // Matches arrive in id order: stop as soon as the page is full.
+            self.matching(&domain, keys[0].descending, |rec| {
+                hits.push((Vec::new(), rec));
+                if want.is_some_and(|w| hits.len() >= w) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            })?;
+        } else {
+            // Sort keys computed once per match; with a limit only the best `offset +
+            // limit` are kept (memory follows the page, not the matches).
+            let sort = |hits: &mut Vec<(Vec<Value>, Arc<Record>)>| {
+                hits.sort_by(|(ka, a), (kb, b)| {
+                    for (i, k) in keys.iter().enumerate() {
+                        let ord = domain::compare(&ka[i], &kb[i]);
+                        let ord = if k.descending { ord.reverse() } else { ord };
+                        if ord != Ordering::Equal {
+                            return ord;
+                        }
+                    }
+                    a.id.cmp(&b.id)
+                })
+            };
+            self.matching(&domain, false, |rec| {
+                let k = keys.iter().map(|k| self.value(&rec, &k.field).unwrap_or(Value::Bool(false))).collect();
+                hits.push((k, rec));
+                if let Some(w) = want
+                    && hits.len() >= w.saturating_mul(2).max(64)
+                {
+                    sort(&mut hits);
+                    hits.truncate(w);
+                }
+                ControlFlow::Continue(())
+            })?;
+            sort(&mut hits);
+        }
+        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).map(|(_, r)| r).collect())
+    }
+
+    /// How many records match `domain` (streamed: nothing is kept).
+    pub fn count(&self, domain: Option<&Value>) -> Result<usize, OdooError> {
+        let (domain, _) = self.query(domain, None)?;
+        let mut n = 0;
+        self.matching(&domain, false, |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        })?;
+        Ok(n)
+    }
+
+    /// Calls `f` with every record matching `domain`, in id order (newest first when
+    /// `desc`). On-disk models are read through the best index for the domain's
+    /// top-level equalities (e.g. `connector_id = X`), else streamed from the table; a
+    /// record is held only while `f` looks at it.
+    fn matching(
+        &self,
+        domain: &Domain,
+        desc: bool,
+        mut f: impl FnMut(Arc<Record>) -> ControlFlow<()>,
+    ) -> Result<(), OdooError> {
+        let model = self.model.name;
+        // The domain's evaluation is charged to one budget for the whole search.
         let mut budget = domain::Budget::new(domain::SEARCH_BUDGET);
-        for rec in self.store.list(self.model.name) {
+        let expensive = std::cell::Cell::new(None);
+        let check = || expensive.get().map_or(Ok(()), |e| Err(OdooError::Value(format!("Invalid domain: {e}"))));
+        let mut test = |rec: Arc<Record>| {
             let get = |field: &str| self.path_values(&rec, field);
-            if domain.matches_within(&get, &mut budget).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))? {
-                hits.push(rec);
+            match domain.matches_within(&get, &mut budget) {
+                Ok(true) => f(rec),
+                Ok(false) => ControlFlow::Continue(()),
+                Err(e) => {
+                    expensive.set(Some(e));
+                    ControlFlow::Break(())
+                }
+            }
+        };
+        let store_err = |e: crate::store::StoreError| OdooError::from(e);
+        let Some((index, prefixes)) = self.index_for(domain).filter(|_| self.store.on_disk(model)) else {
+            let scanned = self.store.scan(model, desc, test).map_err(store_err);
+            return scanned.and_then(|()| check());
+        };
+        // One id-ordered stream per prefix (`connector_id in [..]` has several), merged.
+        let mut streams = Vec::with_capacity(prefixes.len());
+        for p in &prefixes {
+            let refs: Vec<&Value> = p.iter().collect();
+            streams.push(self.store.index_ids(model, index, &refs, desc).map_err(store_err)?.peekable());
+        }
+        let mut last = None;
+        loop {
+            let mut best: Option<(usize, u64)> = None;
+            for (i, s) in streams.iter_mut().enumerate() {
+                match s.peek() {
+                    Some(Ok(id)) if best.is_none_or(|(_, b)| if desc { *id > b } else { *id < b }) => {
+                        best = Some((i, *id));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        if let Some(Err(e)) = s.next() {
+                            return Err(store_err(e));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let Some((i, id)) = best else { return check() };
+            streams[i].next();
+            if last == Some(id) {
+                continue;
+            }
+            last = Some(id);
+            if let Some(rec) = self.store.try_get(model, id).map_err(store_err)?
+                && test(rec).is_break()
+            {
+                return check();
             }
         }
-        if keys.len() != 1 || keys[0].field != "id" || keys[0].descending {
-            hits.sort_by(|a, b| {
-                for k in &keys {
-                    let va = self.value(a, &k.field).unwrap_or(Value::Bool(false));
-                    let vb = self.value(b, &k.field).unwrap_or(Value::Bool(false));
-                    let ord = domain::compare(&va, &vb);
-                    let ord = if k.descending { ord.reverse() } else { ord };
-                    if ord != Ordering::Equal {
-                        return ord;
-                    }
+    }
+
+    /// An index all of whose fields have a top-level `=` or `in` term in `domain`
+    /// (the longest such index), with the key prefixes to read: one per combination of
+    /// the values (at most 256). Only values the index orders exactly qualify: ids for
+    /// many2one and integer fields, non-empty strings for the others. The whole domain is
+    /// still evaluated on every record read.
+    fn index_for(&self, domain: &Domain) -> Option<(&'static str, Vec<Vec<Value>>)> {
+        fn terms<'d>(d: &'d Domain, out: &mut Vec<(&'d str, domain::Op, &'d Value)>) {
+            match d {
+                Domain::And(a, b) => {
+                    terms(a, out);
+                    terms(b, out);
                 }
-                a.id.cmp(&b.id)
-            });
+                Domain::Term { field, op: op @ (domain::Op::Eq | domain::Op::In), value } => {
+                    out.push((field.as_str(), *op, value))
+                }
+                _ => {}
+            }
         }
-        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).collect())
+        let mut found = Vec::new();
+        terms(domain, &mut found);
+        let exact = |field: &str, v: &Value| match self.model.field(field).map(|f| f.ftype) {
+            Some(FieldType::Many2one(_) | FieldType::Integer) => v.as_i64().is_some(),
+            Some(FieldType::Char | FieldType::Text | FieldType::Selection(_) | FieldType::Datetime) => {
+                v.as_str().is_some_and(|s| !s.is_empty())
+            }
+            _ => false,
+        };
+        // The values a field may take under the domain's top-level terms.
+        let values_of = |field: &str| -> Option<Vec<Value>> {
+            found.iter().filter(|(f, _, _)| *f == field).find_map(|(_, op, v)| match op {
+                domain::Op::Eq => exact(field, v).then(|| vec![(*v).clone()]),
+                _ => {
+                    let list = v.as_array()?;
+                    (list.len() <= 256 && list.iter().all(|x| exact(field, x))).then(|| list.clone())
+                }
+            })
+        };
+        let mut best: Option<(&'static str, usize, Vec<Vec<Value>>)> = None;
+        for index in crate::store::schema::of(self.model.name).indexes {
+            let Some(per_field) = index.fields.iter().map(|f| values_of(f)).collect::<Option<Vec<_>>>() else {
+                continue;
+            };
+            let mut prefixes: Vec<Vec<Value>> = vec![Vec::new()];
+            for values in per_field {
+                prefixes = prefixes
+                    .iter()
+                    .flat_map(|p| {
+                        values.iter().map(move |v| {
+                            let mut p = p.clone();
+                            p.push(v.clone());
+                            p
+                        })
+                    })
+                    .collect();
+                if prefixes.len() > 256 {
+                    break;
+                }
+            }
+            if prefixes.len() <= 256 && best.as_ref().is_none_or(|(_, n, _)| *n < index.fields.len()) {
+                best = Some((index.name, index.fields.len(), prefixes));
+            }
+        }
+        best.map(|(name, _, prefixes)| (name, prefixes))
     }
 
     /// The values of a (possibly dotted, through many2one) field path.
@@ -407,4 +595,18 @@ pub fn update_each(
     }
     store.put_all(model.name, changed.clone())?;
     Ok(changed)
+}
+
+/// The newest top-level run of `connector` (not a split part nor a walk's page).
+pub fn last_run(store: &Store, connector: u64) -> Option<u64> {
+    let mut last = None;
+    let (c, top) = (Value::from(connector), Value::Null);
+    let found = store.scan_index(model::run::MODEL, "connector_top", &[&c, &top], true, |id| {
+        last = Some(id);
+        std::ops::ControlFlow::Break(())
+    });
+    if let Err(e) = found {
+        tracing::warn!(connector_id = connector, error = %e, "cannot read the connector's last run");
+    }
+    last
 }

@@ -1,12 +1,12 @@
 //! What the API's connector actions ask of the engine: react to start/stop, manual
-//! import, run now, test the connection, preview the next window.
+//! import, run now, cancel runs, test the connection, preview the next window.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::runs::state;
-use super::{Engine, runner, window};
+use super::runs::{Fire, state};
+use super::{Engine, pool, scheduler, window};
 use crate::model::ModelError;
 use crate::model::fields::Record;
 use crate::model::format_datetime;
@@ -28,6 +28,10 @@ impl Engine {
     /// After a job status change: a stopped connector's queued and retrying runs are
     /// cancelled (runs MTS already took are still tracked to their end).
     pub async fn status_changed(&self, connectors: &[Record]) -> Result<(), StoreError> {
+        // A started connector fires at once, a stopped one not at all: its next fire goes.
+        let cleared: Vec<(u64, Option<DateTime<Utc>>)> = connectors.iter().map(|c| (c.id, None)).collect();
+        self.store.schedule_set(&cleared)?;
+        self.store.flush().await?;
         for c in connectors {
             if c.str("job_status") == Some("completed") {
                 self.index().stopped.insert(c.id, chrono::Utc::now());
@@ -36,10 +40,58 @@ impl Engine {
                     // Also when its task is waiting for a slot: the task finds the run
                     // ended at its next step and stops.
                     if queued {
-                        runner::cancel(self, id, "the connector was stopped").await?;
+                        self.cancel(id, "the connector was stopped").await?;
                     }
                 }
             }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// `mts.connector.run.action_cancel`: cancels queued and retrying runs whatever
+    /// their connector's job status (a run queued by Run now on a stopped connector
+    /// would otherwise retry on). A run MTS already took, or one that ended, is refused
+    /// with a `UserError` and nothing is cancelled: MTS's requests are tracked to their end.
+    pub async fn cancel_runs(&self, ids: &[u64]) -> Result<(), ActionError> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let run = self.run(*id).ok_or_else(|| {
+                ActionError::Model(ModelError::Missing(format!(
+                    "Record does not exist or has been deleted.\n(Record: mts.connector.run({id},))"
+                )))
+            })?;
+            match state(&run) {
+                "queued" | "retrying" => runs.push(*id),
+                "submitting" => {
+                    return Err(user(format!(
+                        "Run {id} is being sent to MTS right now; it can be cancelled while it waits, not meanwhile."
+                    )));
+                }
+                "submitted" => {
+                    return Err(user(format!(
+                        "Run {id} cannot be cancelled: MTS has taken its request; it is followed to its end."
+                    )));
+                }
+                other => return Err(user(format!("Run {id} cannot be cancelled: it has ended ({other})."))),
+            }
+        }
+        // The parts of a cancelled split window, or the pages of a cancelled walk, that
+        // have not gone to MTS yet go with it.
+        let connectors: std::collections::BTreeSet<u64> =
+            runs.iter().filter_map(|id| self.run(*id)).map(|r| super::runs::connector_id(&r)).collect();
+        let pages: Vec<u64> = connectors
+            .into_iter()
+            .flat_map(|c| self.open_runs(c))
+            .filter(|p| {
+                self.run(*p).is_some_and(|p| {
+                    p.int("split_of_id").is_some_and(|w| runs.contains(&(w as u64)))
+                        && matches!(state(&p), "queued" | "retrying")
+                })
+            })
+            .collect();
+        for id in runs.into_iter().chain(pages) {
+            self.cancel(id, "cancelled by the user").await?;
         }
         self.wake.notify_one();
         Ok(())
@@ -91,21 +143,20 @@ impl Engine {
                 )));
             }
         }
-        let mut ids = Vec::new();
+        let mut fires = Vec::new();
         for c in connectors {
-            let (start, end) = self.next_window(c, now);
-            // A registry walk reads every matching registrant: the window is only its label.
-            if start >= end && c.str("input_type") != Some("custom") {
+            let (windows, settles) = scheduler::next_windows(self, c, now);
+            if windows.is_empty() {
+                let (start, _) = self.next_window(c, now);
                 return Err(user(format!(
                     "Connector {:?} is up to date: its next window would start at {}",
                     c.str("name").unwrap_or("?"),
                     format_datetime(start)
                 )));
             }
-            let (start, end) = if start < end { (start, end) } else { (end - chrono::TimeDelta::seconds(1), end) };
-            ids.push(self.create_run(c.id, "schedule", start, end, |_| {}).await?.id);
+            fires.push(Fire { connector: c.id, windows, settles, next_at: None });
         }
-        Ok(ids)
+        Ok(self.fire_batch(fires).await?.iter().map(|r| r.id).collect())
     }
 
     /// The window the connector's next run covers.
@@ -122,11 +173,14 @@ impl Engine {
         let timeout = Duration::from_secs(10);
         let name = c.str("name").unwrap_or("?");
         let mut lines = vec![format!("Connector {name:?}:")];
-        let mts_url = c.str("mts_url").unwrap_or_default();
-        lines.push(match self.mts.ping(mts_url, timeout).await {
-            Ok(m) => format!("OK: {m}"),
-            Err(m) => format!("FAILED: {m}"),
-        });
+        let stats = self.pool.stats();
+        for url in pool::endpoints(c) {
+            let in_flight = stats.iter().find(|s| s.url == url).map_or(0, |s| s.in_flight);
+            lines.push(match self.mts.ping(&url, timeout).await {
+                Ok(m) => format!("OK: {m} ({in_flight} requests of this service in flight there)"),
+                Err(m) => format!("FAILED: {m}"),
+            });
+        }
         if c.str("input_type") == Some("custom") {
             lines.push(super::registry::test_connection(c).await);
         }

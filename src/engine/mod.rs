@@ -1,14 +1,22 @@
 //! The run engine: when connectors fire, which window a run covers, and one run's life.
 //!
 //! - [`window`]: delta windows and fire times (pure).
-//! - [`runs`]: run records: creation, durable state changes, the derived watermark.
+//! - [`runs`]: run records: creation, durable state changes, shared transitions, the
+//!   derived index (open runs, watermarks, gaps) and retention.
 //! - [`scheduler`]: the one task that fires connectors and dispatches runs.
-//! - [`runner`]: one run from queued to its end (pre-count, split, submit, track).
+//! - [`pool`]: a connector's MTS endpoints, and the limits on requests in flight.
+//! - [`life`]: one MTS request from queued to its end, for every input (the only place a
+//!   request is submitted, tracked, retried or resubmitted).
+//! - [`input`]: what differs by input: the ODK window (pre-count and split); the
+//!   registry page lives in [`registry`].
+//! - [`registry`]: registry walks (which create page runs) and the VID clean-up.
 //! - [`actions`]: what the API's connector actions ask of the engine.
 
 pub mod actions;
+pub mod input;
+pub mod life;
+pub mod pool;
 pub mod registry;
-pub mod runner;
 pub mod runs;
 pub mod scheduler;
 pub mod window;
@@ -18,20 +26,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clients::mts::MtsClient;
 use crate::clients::odk::OdkClient;
+use crate::model::fields::Record;
 use crate::store::Store;
 
 /// Tunables of the engine (see `serve --help`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Runs submitting at once, over all connectors.
+    /// MTS requests in flight at once, over all connectors and endpoints.
     pub max_in_flight: usize,
-    /// Runs submitting at once to one MTS URL (MTS works one request at a time).
+    /// MTS requests in flight at once on one MTS endpoint (one MTS's default workers).
     pub max_per_mts: usize,
     pub retry_base: Duration,
     pub retry_cap: Duration,
@@ -41,6 +50,8 @@ pub struct EngineConfig {
     pub poll_max: Duration,
     /// A request still `submitted` after this long was lost by MTS.
     pub lost_after: Duration,
+    /// An MTS endpoint that answered no call for this long lost the requests it held.
+    pub gone_after: Duration,
     /// Runs kept per connector (failed ones are always kept).
     pub retention: usize,
     /// How long one "minute" of `interval_minutes` lasts (tests shorten it).
@@ -55,14 +66,15 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            max_in_flight: 4,
-            max_per_mts: 1,
+            max_in_flight: 64,
+            max_per_mts: 4,
             retry_base: Duration::from_secs(30),
             retry_cap: Duration::from_secs(3600),
             max_attempts: 10,
             poll_min: Duration::from_secs(1),
-            poll_max: Duration::from_secs(30),
+            poll_max: Duration::from_secs(10),
             lost_after: Duration::from_secs(3600),
+            gone_after: Duration::from_secs(600),
             retention: 1000,
             minute: Duration::from_secs(60),
             odk_timeout: Duration::from_secs(60),
@@ -85,9 +97,12 @@ pub struct Index {
     pub open: HashMap<u64, HashSet<u64>>,
     /// The end of the last window MTS acknowledged, per recurring connector.
     pub watermark: HashMap<u64, DateTime<Utc>>,
-    /// Runs that have a live task (submitting or tracking), with their connector.
+    /// Gap candidates per connector: scheduled windows that ended unacknowledged and
+    /// were not sent again yet (`run id -> window`), see [`runs`].
+    pub gaps: HashMap<u64, std::collections::BTreeMap<u64, window::Window>>,
+    /// Runs that have a live task, with their connector.
     pub active: HashMap<u64, u64>,
-    /// Connectors with open runs none of which has a live task: what the scheduler may
+    /// Connectors with an open run that has no live task: what the scheduler may
     /// dispatch. Kept up to date by [`Index::settle`], so that a scheduler pass looks at
     /// these only, not at every open run.
     pub waiting: HashSet<u64>,
@@ -97,10 +112,10 @@ pub struct Index {
 }
 
 impl Index {
-    /// Re-derives whether `connector` waits for a task.
+    /// Re-derives whether `connector` has a run waiting for a task.
     pub fn settle(&mut self, connector: u64) {
         let active = &self.active;
-        if self.open.get(&connector).is_some_and(|runs| !runs.iter().any(|r| active.contains_key(r))) {
+        if self.open.get(&connector).is_some_and(|runs| runs.iter().any(|r| !active.contains_key(r))) {
             self.waiting.insert(connector);
         } else {
             self.waiting.remove(&connector);
@@ -133,8 +148,10 @@ pub struct Engine {
     pub index: Mutex<Index>,
     /// Wakes the scheduler: a connector or run changed.
     pub wake: Notify,
-    global_slots: Arc<Semaphore>,
-    mts_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Woken (all waiters) whenever a run ends: a walk waits on its pages with it.
+    pub run_ended: Notify,
+    /// The MTS endpoints and the requests in flight on them.
+    pub pool: pool::Pool,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
     /// The runtime run tasks are spawned on (the scheduler has a thread of its own).
@@ -143,57 +160,38 @@ pub struct Engine {
 
 impl Engine {
     /// Must be called within the tokio runtime that will run the engine's tasks.
-    pub fn new(store: Arc<Store>, config: EngineConfig, http: reqwest::Client) -> Arc<Engine> {
-        let index = runs::build_index(&store);
+    pub fn new(
+        store: Arc<Store>,
+        config: EngineConfig,
+        http: reqwest::Client,
+    ) -> Result<Arc<Engine>, crate::store::StoreError> {
+        let index = runs::build_index(&store)?;
         let relay = crate::relay::Relay::new(&store, config.relay.clone(), http.clone());
-        Arc::new(Engine {
+        Ok(Arc::new(Engine {
             relay,
             store,
-            global_slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            pool: pool::Pool::new(
+                config.max_per_mts,
+                config.max_in_flight,
+                config.retry_base.min(Duration::from_secs(5)),
+                config.retry_cap.min(Duration::from_secs(300)),
+            ),
             config,
             mts: MtsClient::new(http.clone()),
             odk: OdkClient::new(http),
             index: Mutex::new(index),
             wake: Notify::new(),
-            mts_slots: Mutex::new(HashMap::new()),
+            run_ended: Notify::new(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             runtime: tokio::runtime::Handle::current(),
-        })
+        }))
     }
 
     pub fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         // A poisoned lock means a panic elsewhere; the index is still consistent
         // because every update is a single insert or remove.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The semaphore bounding submissions to one MTS URL.
-    fn mts_slot(&self, url: &str) -> Arc<Semaphore> {
-        let mut slots = self.mts_slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.entry(url.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_mts.max(1)))).clone()
-    }
-
-    /// One of the `max_in_flight` slots for a run's submit phase (pre-count included).
-    /// Always taken before an MTS URL's slot, so the two can never deadlock.
-    pub async fn global_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.global_slots.clone().acquire_owned().await.ok()
-    }
-
-    /// The slot of one MTS URL, held only around the call to MTS itself.
-    pub async fn mts_url_slot(&self, mts_url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.mts_slot(mts_url).acquire_owned().await.ok()
-    }
-
-    /// Both slots, global first, in request order (tokio's semaphores are fair), so
-    /// queued runs go oldest first.
-    pub async fn submission_slot(
-        &self,
-        mts_url: &str,
-    ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
-        let global = self.global_slot().await?;
-        let per_url = self.mts_url_slot(mts_url).await?;
-        Some((per_url, global))
     }
 
     /// Starts a run task (or any engine task) on the engine's runtime, from any thread.
@@ -209,4 +207,30 @@ impl Engine {
             tracing::warn!("some runs did not stop in time; they resume after the restart");
         }
     }
+}
+
+/// Drives run `id` as far as it can go now, by its kind: a request (an ODK window or a
+/// registry page) through the run life, a registry walk, or a VID clean-up. Returns when
+/// the run is terminal, waits for a retry (the scheduler dispatches it again when due),
+/// or the engine stops.
+pub async fn drive(engine: Arc<Engine>, id: u64) {
+    let result = match engine.run(id) {
+        Some(run) if run.str("trigger") == Some("vid_cleanup") => registry::cleanup(&engine, id).await,
+        Some(run) if registry::is_page(&run) => life::request(&engine, id, &registry::RegistryPage).await,
+        Some(run) if is_registry(&engine, &run) => registry::walk(&engine, id).await,
+        Some(_) => life::request(&engine, id, &input::OdkWindow).await,
+        None => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::error!(run_id = id, error = %e, "run paused: the store failed; it resumes on the next start");
+    }
+    engine.index().deactivate(id);
+    engine.wake.notify_one();
+}
+
+fn is_registry(engine: &Engine, run: &Record) -> bool {
+    engine
+        .store
+        .get(crate::model::connector::MODEL, runs::connector_id(run))
+        .is_some_and(|c| c.str("input_type") == Some("custom"))
 }

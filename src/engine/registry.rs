@@ -2,28 +2,30 @@
 //!
 //! A registry connector's run (scheduled, run-now or one-time) is a **walk**. The walk
 //! logs in to the registry Odoo, counts the registrants matching `g2p_search_domain`
-//! (`records_expected`), then reads them in pages of `max_records_per_request` with
-//! `domain AND id > last_id` ordered by id, fetches the page's VIDs in one call on
-//! `g2p.reg.id`, builds MTS `authdata` as the `g2p_mts` addon does, and sends each page
-//! to MTS `/authtoken/json` as its own **page run** (`split_of_id` = the walk). A page
-//! run stores the registrant ids only, never their data; it is classified and tracked
-//! by the same code as ODK runs (`runner::track_phase`). The walk keeps at most
-//! [`PAGES_IN_FLIGHT`] pages waiting in MTS and tracks the oldest to its end before it
-//! reads on, so its memory is one page plus a few pages' ids, whatever the registry's
-//! size. It ends when every page is sent and tracked to its end: `done`,
-//! `done_with_errors` (some page did), or `empty` (nothing to send).
+//! (`records_expected`), then reads their ids in pages of `max_records_per_request` with
+//! `domain AND id > last_id` ordered by id, and makes each page a **page run**
+//! (`split_of_id` = the walk, `registrant_ids`: ids only, never their data). A page run
+//! is an ordinary request ([`RegistryPage`] is its input to the run life in
+//! `engine::life`): when it goes out its registrants are read again by id (only those
+//! still matching the domain), with their VIDs in one call on `g2p.reg.id`, turned into
+//! MTS `authdata` as the `g2p_mts` addon builds it, POSTed to `/authtoken/json`,
+//! classified, retried and tracked like an ODK window, and up to `mts_max_parallel`
+//! pages of a walk are in MTS at once. The walk keeps at most twice that many pages
+//! open, so its memory is a few pages' ids whatever the registry's size. It ends when
+//! every page ended: `done`, `done_with_errors` (some page did), `failed` (MTS refused a
+//! page: the walk reads no further), `empty` or `cancelled` (the connector was stopped).
 //!
 //! - **No re-sends.** The registrants of page runs that are still open (and, in relay
 //!   mode, of pages whose deliveries are still pending) are skipped by a later walk;
 //!   once a request has ended its registrants are read again only if they still match
 //!   the domain, i.e. did not get their token.
-//! - **Progress and resumption.** The walk stores `last_id` (the page boundary),
-//!   `records_sent`, `pages_done` and `records_skipped` after every page, durably, so a
-//!   restart resumes from the last page boundary. Pages MTS never acknowledged are
-//!   read again by id and resubmitted; acknowledged ones are tracked, never resubmitted.
+//! - **Progress and resumption.** A page and the walk's `last_id` / `records_skipped`
+//!   are stored in one batch; a page's acknowledgment and the walk's `records_sent` /
+//!   `pages_done` in another, so the progress is exact after any crash and a restart
+//!   resumes from the last page boundary.
 //! - **Errors.** Wrong credentials, an unknown database, missing rights or an unknown
 //!   field fail the walk at once with a clear message (checked before the first page,
-//!   so nothing is half-done). Odoo or MTS unreachable or answering 5xx put the walk in
+//!   so nothing is half-done). Odoo unreachable or answering 5xx put the walk in
 //!   `retrying` with the engine's backoff; it resumes from the last page boundary.
 //! - **Windows** do not select registrants: the scheduler's window is kept as the
 //!   walk's time label only.
@@ -35,10 +37,10 @@
 //! counting every deletion in `vids_deleted`.
 //!
 //! # Layout
-//! - this file: what a connector says about its registry, the Odoo client, the entry
-//!   point from the runner and how an early stop ends a run.
+//! - this file: what a connector says about its registry, the Odoo client, the page
+//!   input of the run life.
 //! - `page`: the registry checks before the first page, reading a page, `authdata`.
-//! - `walk`: the walk, its page runs, resumption, the end of a walk.
+//! - `walk`: the walk: pages, progress, its end.
 //! - `cleanup`: the VID clean-up.
 
 mod cleanup;
@@ -48,21 +50,17 @@ mod walk;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{Engine, runner};
+use super::Engine;
+use super::input::{Input, Prepared, Stop, config};
 use crate::clients::odoo::{Credentials, OdooClient, OdooError};
 use crate::model::connector;
 use crate::model::fields::Record;
-use crate::store::StoreError;
 
-pub use cleanup::{vid_cleanup_concerns, vid_cleanup_due};
+pub use cleanup::{cleanup, vid_cleanup_concerns, vid_cleanup_due};
 pub use page::authdata;
-
-/// Pages of one walk waiting in MTS at once. MTS works one request at a time from an
-/// in-memory queue: a few queued pages keep it busy, while bounding what an MTS restart
-/// loses and what the walk holds in memory.
-pub const PAGES_IN_FLIGHT: usize = 4;
+pub use walk::walk;
 
 const PARTNER: &str = "res.partner";
 const REG_ID: &str = "g2p.reg.id";
@@ -83,26 +81,6 @@ fn odoo() -> Result<&'static OdooClient, Stop> {
     client.as_ref().map_err(|e| Stop::Transient(e.clone()))
 }
 
-/// Why a walk (or clean-up) stopped before its end.
-enum Stop {
-    /// The configuration or the registry must change: the run fails at once.
-    Config {
-        code: String,
-        message: String,
-    },
-    /// Try again later, from the last page boundary.
-    Transient(String),
-    /// The engine is stopping: the run resumes after the restart.
-    Shutdown,
-    Store(StoreError),
-}
-
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Self {
-        Stop::Store(e)
-    }
-}
-
 impl From<OdooError> for Stop {
     fn from(e: OdooError) -> Self {
         if e.is_config() {
@@ -111,10 +89,6 @@ impl From<OdooError> for Stop {
             Stop::Transient(e.to_string())
         }
     }
-}
-
-fn config(message: impl Into<String>) -> Stop {
-    Stop::Config { code: String::new(), message: message.into() }
 }
 
 /// What a connector says about its registry.
@@ -195,19 +169,6 @@ fn int_id(v: &Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(Value::as_u64))
 }
 
-/// Entry point from the runner for a registry connector's run (the MTS slot is not
-/// held: each page takes one). Walks, sends a single page again, or cleans VIDs up.
-pub async fn run(engine: &Engine, run: Record, c: Record) -> Result<(), StoreError> {
-    if run.str("trigger") == Some("vid_cleanup") {
-        return cleanup::cleanup(engine, run, c).await;
-    }
-    let original = run.int("retry_of_id").and_then(|o| engine.run(o as u64));
-    if page_ids(&run).is_some() || original.as_ref().is_some_and(|o| page_ids(o).is_some()) {
-        return walk::lone_page(engine, run, c, original).await;
-    }
-    walk::walk(engine, run, c).await
-}
-
 /// For `action_test_connection`: one line saying whether the registry accepts the
 /// connector's credentials and how many registrants its domain matches (no secret).
 pub async fn test_connection(c: &Record) -> String {
@@ -229,16 +190,55 @@ pub async fn test_connection(c: &Record) -> String {
     }
 }
 
-/// Ends a walk or clean-up run that stopped early, as `stop` says.
-async fn stopped(engine: &Engine, id: u64, stop: Stop) -> Result<(), StoreError> {
-    match stop {
-        Stop::Config { code, message } => runner::fail(engine, id, &code, &message).await,
-        Stop::Transient(message) => {
-            let attempts = engine.run(id).and_then(|r| r.int("attempts")).unwrap_or(0) + 1;
-            runner::retry_later(engine, id, attempts, "", &message).await
+/// Whether `run` is a page of a walk (it carries registrant ids), as opposed to a walk.
+pub fn is_page(run: &Record) -> bool {
+    page_ids(run).is_some()
+}
+
+/// A page of a walk: its registrants are read again by id when the request goes out
+/// (first send, resend after a crash, or after MTS lost it), and only those still
+/// matching the domain are sent.
+pub struct RegistryPage;
+
+impl Input for RegistryPage {
+    async fn prepare(&self, engine: &Engine, run: &Record, c: &Record) -> Result<Prepared, Stop> {
+        let reg = Registry::of(c)?;
+        let prepared = page::prepare(&reg).await?;
+        let ids = page_ids(run).unwrap_or_default();
+        let domain = reg.domain_and(json!(["id", "in", ids]));
+        let fresh = page::read_rows(&reg, &prepared, &domain).await?;
+        if fresh.ids.is_empty() {
+            return Ok(Prepared::Empty("none of this page's registrants matches the domain any more".into()));
         }
-        Stop::Shutdown => Ok(()),
-        Stop::Store(e) => Err(e),
+        if fresh.ids.len() != ids.len() {
+            let (kept, n) = (encode_ids(&fresh.ids), fresh.ids.len() as i64);
+            engine
+                .update_run(run.id, move |r| {
+                    r.set("registrant_ids", kept);
+                    r.set("records_expected", n);
+                })
+                .await?;
+        }
+        let now = chrono::Utc::now();
+        Ok(Prepared::Send { expected: fresh.ids.len() as u64, records: Some(fresh.authdata), start: now, end: now })
+    }
+
+    /// A page's first acknowledgment counts its registrants on its walk (a resubmission
+    /// of a lost page does not count them twice).
+    fn counts_on(&self, run: &Record) -> Option<(u64, i64)> {
+        if run.int("retry_of_id").is_some() {
+            return None;
+        }
+        let walk = run.int("split_of_id")? as u64;
+        Some((walk, page_ids(run).map_or(0, |ids| ids.len() as i64)))
+    }
+
+    fn carry(&self, lost: &Record, retry: &mut Record) {
+        for field in ["registrant_ids", "split_of_id", "records_expected"] {
+            if let Some(v) = lost.values.get(field) {
+                retry.set(field, v.clone());
+            }
+        }
     }
 }
 

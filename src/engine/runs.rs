@@ -1,29 +1,37 @@
 //! Run records: creation, durable state changes (one structured log line each), the
-//! derived index (open runs, watermarks) and retention.
+//! state transitions every run shares (fail, cancel, retry later), the derived index
+//! (open runs, live tasks, watermarks, gaps) and retention.
 //!
-//! The watermark of a recurring connector is not stored: it is the end of the latest
-//! scheduled window MTS acknowledged (a request identifier, or "no submissions"). A
-//! connector has at most one open scheduled window at a time and a failed window
-//! cancels the rest of its split, so the acknowledged windows always form one
-//! contiguous stretch and their latest end is where the next window starts.
+//! **Watermark and gaps.** The windows of a recurring ODK connector tile time. The
+//! watermark is not stored: it is the end of the latest scheduled window MTS
+//! *acknowledged* (a request identifier, or "no submissions"). The parts of a split
+//! window go to MTS concurrently, so a part can fail while a later one was
+//! acknowledged: the failed part is then a *gap* below the watermark. A scheduled window
+//! that ends without being acknowledged is marked as a gap candidate ([`GAP`]); the next
+//! fire sends every gap below the watermark again as a window of its own, and then
+//! `[watermark, now)`, so no window is lost and none is sent twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use serde_json::Value;
 
 use super::{Engine, Index};
 use crate::model::fields::Record;
-use crate::model::run::{MODEL, TERMINAL};
+use crate::model::run::MODEL;
 use crate::model::{connector, format_datetime, parse_datetime};
 use crate::store::{Store, StoreError};
 
-pub fn state(run: &Record) -> &str {
-    run.str("state").unwrap_or("queued")
-}
+pub use crate::model::run::{CREATED_MS, GAP, acknowledged, is_terminal, state};
+use crate::model::run::{advances_watermark, is_gap};
 
-pub fn is_terminal(run: &Record) -> bool {
-    TERMINAL.contains(&state(run))
-}
+/// Hidden value: a `retry` run resubmitting a scheduled window (it tiles time too).
+pub const TILES: &str = "_tiles";
+/// Hidden value: how many times MTS lost this window before (a resubmission carries it).
+pub const LOST: &str = "_lost";
 
 pub fn time(run: &Record, field: &str) -> Option<DateTime<Utc>> {
     run.str(field).and_then(|s| parse_datetime(s).ok())
@@ -33,13 +41,10 @@ pub fn connector_id(run: &Record) -> u64 {
     run.int("connector_id").unwrap_or(0) as u64
 }
 
-/// MTS took the window: it has a request identifier, or it held no submissions.
-pub fn acknowledged(run: &Record) -> bool {
-    run.str("mts_request_id").is_some() || state(run) == "empty"
-}
-
-fn advances_watermark(run: &Record) -> bool {
-    run.str("trigger") == Some("schedule") && acknowledged(run)
+/// Whether `run` is part of its connector's tiling of time (a scheduled window, or a
+/// resubmission of one).
+pub fn tiles(run: &Record) -> bool {
+    run.str("trigger") == Some("schedule") || run.values.get(TILES) == Some(&Value::Bool(true))
 }
 
 fn index_run(index: &mut Index, run: &Record) {
@@ -60,16 +65,63 @@ fn index_run(index: &mut Index, run: &Record) {
         let w = index.watermark.entry(connector).or_insert(end);
         *w = (*w).max(end);
     }
+    match (is_gap(run), time(run, "window_start"), time(run, "window_end")) {
+        (true, Some(start), Some(end)) => {
+            index.gaps.entry(connector).or_default().insert(run.id, (start, end));
+        }
+        _ => {
+            if let Some(gaps) = index.gaps.get_mut(&connector) {
+                gaps.remove(&run.id);
+                if gaps.is_empty() {
+                    index.gaps.remove(&connector);
+                }
+            }
+        }
+    }
     index.settle(connector);
 }
 
-/// Rebuilds the index from the stored runs.
-pub fn build_index(store: &Store) -> Index {
+/// Rebuilds the index at start through the store's indexes: the open runs, the gaps, and
+/// each connector's watermark (from the runs made since it, see
+/// [`crate::model::run::watermark_run`]), never the whole history.
+pub fn build_index(store: &Store) -> Result<Index, StoreError> {
     let mut index = Index::default();
-    for run in store.list(MODEL) {
-        index_run(&mut index, &run);
+    let mut ids = Vec::new();
+    for open in ["queued", "submitting", "submitted", "retrying"] {
+        store.scan_index(MODEL, "state", &[&Value::from(open)], false, |id| {
+            ids.push(id);
+            ControlFlow::Continue(())
+        })?;
     }
-    index
+    store.scan_index(MODEL, "gap", &[&Value::Bool(true)], false, |id| {
+        ids.push(id);
+        ControlFlow::Continue(())
+    })?;
+    for id in ids {
+        if let Some(run) = store.try_get(MODEL, id)? {
+            index_run(&mut index, &run);
+        }
+    }
+    for connector in store.index_heads(MODEL, "connector")? {
+        let mut failed = None;
+        let newest_first = store.index_ids(MODEL, "connector", &[&connector], true)?.map_while(|id| {
+            match id.and_then(|id| store.try_get(MODEL, id)) {
+                Ok(run) => run,
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        let watermark = crate::model::run::watermark_run(newest_first);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let (Some(c), Some((_, end))) = (connector.as_u64(), watermark) {
+            index.watermark.insert(c, end);
+        }
+    }
+    Ok(index)
 }
 
 /// One structured line per run state change (and one metric count); `duration_s` is
@@ -95,8 +147,21 @@ fn log_change(run: &Record, from: &str) {
     );
 }
 
-/// A new queued run record.
+/// A new queued run record, made now.
 fn new_run(id: u64, connector: u64, trigger: &str, start: DateTime<Utc>, end: DateTime<Utc>, now: &str) -> Record {
+    new_run_at(id, connector, trigger, start, end, now, Utc::now().timestamp_millis())
+}
+
+/// A new queued run record made at `created` (milliseconds) and `now` (Odoo's format).
+fn new_run_at(
+    id: u64,
+    connector: u64,
+    trigger: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: &str,
+    created: i64,
+) -> Record {
     let mut run = Record { id, ..Default::default() };
     run.set("name", format!("#{id}"));
     run.set("connector_id", connector);
@@ -109,12 +174,43 @@ fn new_run(id: u64, connector: u64, trigger: &str, start: DateTime<Utc>, end: Da
     run.set("write_date", now);
     // Milliseconds, kept beside the Odoo-shaped date (whole seconds) for the engine only:
     // not a field, so never shown.
-    run.set(CREATED_MS, Utc::now().timestamp_millis());
+    run.set(CREATED_MS, created);
     run
 }
 
-/// The hidden value holding a run's creation time in milliseconds.
-pub const CREATED_MS: &str = "_created_ms";
+/// A change of one stored run.
+pub type Change = Box<dyn FnOnce(&mut Record) + Send>;
+
+/// One window a fire queues: `covers` is the gap run it sends again, if it does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FireWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub covers: Option<u64>,
+}
+
+/// What firing one recurring connector stores (see [`Engine::fire_batch`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fire {
+    pub connector: u64,
+    pub windows: Vec<FireWindow>,
+    /// Gap runs this fire settles (sent again, or covered by `[watermark, now)`).
+    pub settles: Vec<u64>,
+    /// The connector's next fire (`None`: unchanged, as for *Run now*).
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+/// Exponential backoff with full jitter in [d/2, d).
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)));
+    let d = exp.min(cap);
+    let half = d / 2;
+    half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis().max(1) as u64))
+}
+
+fn code_value(code: &str) -> Value {
+    if code.is_empty() { Value::Null } else { Value::from(code) }
+}
 
 impl Engine {
     /// Stores a new queued run and makes it durable.
@@ -133,11 +229,6 @@ impl Engine {
             extra(&mut run);
             crate::scrub::run_record(&self.store, &mut run);
             self.store.put(MODEL, run.clone())?;
-            if let Some(c) = self.store.get(connector::MODEL, connector) {
-                let mut c = (*c).clone();
-                c.set("last_run_id", run.id);
-                self.store.put(connector::MODEL, c)?;
-            }
             index_run(&mut self.index(), &run);
             run
         };
@@ -147,39 +238,57 @@ impl Engine {
         Ok(run)
     }
 
-    /// Fires many recurring connectors at once: each gets its `next_run_at` and, when
-    /// `window` is given, a new scheduled run, all stored in one batch with one flush
-    /// (a pass in which 10,000 connectors are due costs one fsync, not 20,000).
-    pub async fn fire_batch(
-        &self,
-        fires: Vec<(u64, Option<super::window::Window>, DateTime<Utc>)>,
-    ) -> Result<Vec<Record>, StoreError> {
+    /// Fires many recurring connectors at once: each gets its next fire time (in the
+    /// store's schedule table, apart from the connector record) and its new scheduled
+    /// runs, and its settled gaps are marked, all stored in one batch with one flush (a
+    /// pass in which 10,000 connectors are due costs one commit).
+    pub async fn fire_batch(&self, fires: Vec<Fire>) -> Result<Vec<Record>, StoreError> {
+        if fires.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = format_datetime(Utc::now());
+        let created = Utc::now().timestamp_millis();
         let runs = {
             let _guard = self.store.write_lock();
-            let mut runs = Vec::new();
-            let mut connectors = Vec::with_capacity(fires.len());
-            let mut ids = self.store.next_ids(MODEL, fires.iter().filter(|f| f.1.is_some()).count() as u64)?;
-            for (id, window, next_at) in fires {
-                let Some(c) = self.store.get(connector::MODEL, id) else { continue };
-                let mut c = (*c).clone();
-                c.set("next_run_at", format_datetime(next_at));
-                if let Some((start, end)) = window
-                    && let Some(run_id) = ids.next()
-                {
-                    let run = new_run(run_id, id, "schedule", start, end, &now);
-                    c.set("last_run_id", run.id);
-                    runs.push(run);
+            let mut writes = Vec::new();
+            let mut schedule = Vec::with_capacity(fires.len());
+            let mut ids = self.store.next_ids(MODEL, fires.iter().map(|f| f.windows.len()).sum::<usize>() as u64)?;
+            let mut new_runs = 0;
+            for fire in fires {
+                if let Some(at) = fire.next_at {
+                    schedule.push((fire.connector, Some(at)));
                 }
-                connectors.push(c);
+                let mut sent_again = HashMap::new();
+                for w in &fire.windows {
+                    let Some(run_id) = ids.next() else { break };
+                    let mut run = new_run_at(run_id, fire.connector, "schedule", w.start, w.end, &now, created);
+                    if let Some(gap) = w.covers {
+                        run.set("retry_of_id", gap);
+                        run.set("error_message", format!("sends again the window of run #{gap}"));
+                        sent_again.insert(gap, run_id);
+                    }
+                    writes.push(run);
+                    new_runs += 1;
+                }
+                for gap in fire.settles {
+                    let Some(old) = self.store.get(MODEL, gap) else { continue };
+                    let mut old = (*old).clone();
+                    old.set(GAP, Value::Null);
+                    if let Some(by) = sent_again.get(&gap) {
+                        let text = old.str("error_message").unwrap_or_default().to_string();
+                        old.set("error_message", format!("{text} (its window is sent again as run #{by})").trim());
+                    }
+                    writes.push(old);
+                }
             }
-            self.store.put_all(MODEL, runs.clone())?;
-            self.store.put_all(connector::MODEL, connectors)?;
+            self.store.put_all(MODEL, writes.clone())?;
+            self.store.schedule_set(&schedule)?;
             let mut index = self.index();
-            for run in &runs {
+            for run in &writes {
                 index_run(&mut index, run);
             }
-            runs
+            writes.truncate(new_runs);
+            writes
         };
         self.store.flush().await?;
         for run in &runs {
@@ -193,31 +302,72 @@ impl Engine {
 
     /// Applies `change` to a stored run and makes it durable before returning, so the
     /// caller's next side effect happens only once the new state is safe on disk.
-    pub async fn update_run(&self, id: u64, change: impl FnOnce(&mut Record)) -> Result<Option<Record>, StoreError> {
-        let (run, from) = {
+    pub async fn update_run(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut Record) + Send + 'static,
+    ) -> Result<Option<Record>, StoreError> {
+        Ok(self.update_runs(vec![(id, Box::new(change))]).await?.into_iter().next().flatten())
+    }
+
+    /// Applies several run changes atomically (one batch, one flush); answers each run
+    /// as stored (`None` for a run that does not exist).
+    pub async fn update_runs(&self, changes: Vec<(u64, Change)>) -> Result<Vec<Option<Record>>, StoreError> {
+        let (out, logs) = {
             let _guard = self.store.write_lock();
-            let Some(old) = self.store.get(MODEL, id) else { return Ok(None) };
-            let mut run = (*old).clone();
-            change(&mut run);
-            crate::scrub::run_record(&self.store, &mut run);
-            if is_terminal(&old) && !is_terminal(&run) {
-                // An ended run stays ended (e.g. cancelled by a stop while its task was
-                // waiting): the caller sees the stored state and stops.
-                return Ok(Some((*old).clone()));
+            let mut out = Vec::with_capacity(changes.len());
+            let mut writes = Vec::with_capacity(changes.len());
+            let mut logs = Vec::new();
+            for (id, change) in changes {
+                let Some(old) = self.store.get(MODEL, id) else {
+                    out.push(None);
+                    continue;
+                };
+                let mut run = (*old).clone();
+                change(&mut run);
+                crate::scrub::run_record(&self.store, &mut run);
+                if is_terminal(&old) && !is_terminal(&run) {
+                    // An ended run stays ended (e.g. cancelled by a stop while its task was
+                    // waiting): the caller sees the stored state and stops.
+                    out.push(Some((*old).clone()));
+                    continue;
+                }
+                if is_terminal(&run) && !is_terminal(&old) {
+                    run.set("done_date", format_datetime(Utc::now()));
+                    if tiles(&run) && !acknowledged(&run) && self.has_windows(connector_id(&run)) {
+                        run.set(GAP, true);
+                    }
+                }
+                run.set("write_date", format_datetime(Utc::now()));
+                if state(&old) != state(&run) {
+                    logs.push((run.clone(), state(&old).to_string()));
+                }
+                writes.push(run.clone());
+                out.push(Some(run));
             }
-            if is_terminal(&run) && !is_terminal(&old) {
-                run.set("done_date", format_datetime(Utc::now()));
+            self.store.put_all(MODEL, writes.clone())?;
+            let mut index = self.index();
+            for run in &writes {
+                index_run(&mut index, run);
             }
-            run.set("write_date", format_datetime(Utc::now()));
-            self.store.put(MODEL, run.clone())?;
-            index_run(&mut self.index(), &run);
-            (run, state(&old).to_string())
+            (out, logs)
         };
         self.store.flush().await?;
-        if from != state(&run) {
-            log_change(&run, &from);
+        let mut ended = false;
+        for (run, from) in &logs {
+            log_change(run, from);
+            ended |= is_terminal(run);
         }
-        Ok(Some(run))
+        if ended {
+            self.run_ended.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    /// Whether the connector's runs cover time windows (ODK input; a registry walk's
+    /// window is only a label).
+    fn has_windows(&self, connector: u64) -> bool {
+        self.store.get(connector::MODEL, connector).is_some_and(|c| c.str("input_type") != Some("custom"))
     }
 
     pub fn run(&self, id: u64) -> Option<Record> {
@@ -226,6 +376,11 @@ impl Engine {
 
     pub fn watermark(&self, connector: u64) -> Option<DateTime<Utc>> {
         self.index().watermark.get(&connector).copied()
+    }
+
+    /// The connector's gap candidates: `(run id, (start, end))` by run id.
+    pub fn gaps(&self, connector: u64) -> BTreeMap<u64, (DateTime<Utc>, DateTime<Utc>)> {
+        self.index().gaps.get(&connector).cloned().unwrap_or_default()
     }
 
     pub fn open_runs(&self, connector: u64) -> Vec<u64> {
@@ -247,30 +402,167 @@ impl Engine {
         self.store.flush().await
     }
 
-    /// Drops old runs beyond the retention: per connector the newest `retention` runs,
-    /// every failed run, every open run and the latest acknowledged scheduled run stay.
-    pub async fn prune_runs(&self) -> Result<usize, StoreError> {
-        let mut by_connector: HashMap<u64, Vec<std::sync::Arc<Record>>> = HashMap::new();
-        for run in self.store.list(MODEL) {
-            by_connector.entry(connector_id(&run)).or_default().push(run);
+    /// Closes `run` as `mts_status` (MTS lost it, or did not deliver all of it) and queues
+    /// a `retry` run for its window carrying what `carry` copies, in one durable batch:
+    /// after a crash either both exist or neither.
+    pub async fn resubmit(
+        &self,
+        run: &Record,
+        why: &str,
+        mts_status: &str,
+        carry: impl FnOnce(&Record, &mut Record),
+    ) -> Result<(), StoreError> {
+        let (Some(start), Some(end)) = (time(run, "window_start"), time(run, "window_end")) else {
+            return self.fail(run.id, "", why).await;
+        };
+        let lost = run.int(LOST).unwrap_or(0) + 1;
+        if lost >= self.config.max_attempts {
+            let message = format!(
+                "{why}; MTS lost this window {lost} times, so it is not resubmitted again (if MTS's cleanup deletes requests before they are processed, raise its cleanupExpirySeconds)"
+            );
+            self.update_run(run.id, move |r| r.set("mts_status", "lost")).await?;
+            return self.fail(run.id, "", &message).await;
         }
-        let mut doomed = Vec::new();
-        for (_, mut runs) in by_connector {
-            if runs.len() <= self.config.retention {
-                continue;
+        let now = format_datetime(Utc::now());
+        let (retry, closed) = {
+            let _guard = self.store.write_lock();
+            let Some(current) = self.store.get(MODEL, run.id) else { return Ok(()) };
+            if is_terminal(&current) {
+                return Ok(());
             }
-            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
-            let latest_ack = runs.iter().find(|r| advances_watermark(r)).map(|r| r.id);
-            for run in runs.iter().skip(self.config.retention) {
-                if is_terminal(run) && state(run) != "failed" && Some(run.id) != latest_ack {
-                    doomed.push(run.id);
-                }
+            let mut retry = new_run(self.store.next_id(MODEL)?, connector_id(run), "retry", start, end, &now);
+            retry.set("retry_of_id", run.id);
+            retry.set(LOST, lost);
+            retry.set("error_message", format!("resubmits run #{}: {why}", run.id));
+            if tiles(run) {
+                retry.set(TILES, true);
+            }
+            carry(run, &mut retry);
+            let mut closed = (*current).clone();
+            closed.set("state", "cancelled");
+            closed.set("mts_status", mts_status);
+            closed.set("error_message", format!("{why}; the window is resubmitted as run #{}", retry.id));
+            closed.set("next_attempt_at", Value::Null);
+            closed.set("done_date", now.clone());
+            closed.set("write_date", now.clone());
+            crate::scrub::run_record(&self.store, &mut retry);
+            crate::scrub::run_record(&self.store, &mut closed);
+            self.store.put_all(MODEL, vec![retry.clone(), closed.clone()])?;
+            let mut index = self.index();
+            index_run(&mut index, &retry);
+            index_run(&mut index, &closed);
+            (retry, closed)
+        };
+        self.store.flush().await?;
+        log_change(&closed, state(run));
+        log_change(&retry, "new");
+        self.run_ended.notify_waiters();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Creates a page run of walk `walk` carrying registrant `ids` and moves the walk's
+    /// progress (`last_id`, `records_skipped`) in the same durable batch. No page is
+    /// created when every registrant read was skipped (`ids` empty).
+    pub async fn create_page(
+        &self,
+        walk: &Record,
+        ids: &[u64],
+        last_id: u64,
+        skipped: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = Utc::now();
+        let stamp = format_datetime(now);
+        let page = {
+            let _guard = self.store.write_lock();
+            let Some(current) = self.store.get(MODEL, walk.id) else { return Ok(None) };
+            let mut w = (*current).clone();
+            w.set("last_id", last_id as i64);
+            w.set("records_skipped", w.int("records_skipped").unwrap_or(0) + skipped);
+            w.set("attempts", 0);
+            w.set("next_attempt_at", Value::Null);
+            w.set("write_date", stamp.clone());
+            let mut writes = vec![w.clone()];
+            let page = if ids.is_empty() {
+                None
+            } else {
+                let (start, end) = (time(walk, "window_start").unwrap_or(now), time(walk, "window_end").unwrap_or(now));
+                let trigger = walk.str("trigger").unwrap_or("schedule");
+                let mut p = new_run(self.store.next_id(MODEL)?, connector_id(walk), trigger, start, end, &stamp);
+                p.set("split_of_id", walk.id);
+                p.set("registrant_ids", crate::engine::registry::encode_ids(ids));
+                p.set("records_expected", ids.len() as i64);
+                writes.push(p.clone());
+                Some(p)
+            };
+            self.store.put_all(MODEL, writes)?;
+            let mut index = self.index();
+            index_run(&mut index, &w);
+            if let Some(p) = &page {
+                index_run(&mut index, p);
+            }
+            page
+        };
+        self.store.flush().await?;
+        Ok(page.map(|p| {
+            log_change(&p, "new");
+            self.wake.notify_one();
+            p.id
+        }))
+    }
+
+    /// Ends run `id` as `failed` with MTS's (or our) error.
+    pub async fn fail(&self, id: u64, code: &str, message: &str) -> Result<(), StoreError> {
+        let (code, message) = (code_value(code), message.to_string());
+        self.update_run(id, move |r| {
+            r.set("state", "failed");
+            r.set("error_code", code);
+            r.set("error_message", message);
+            r.set("next_attempt_at", Value::Null);
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn cancel(&self, id: u64, why: &str) -> Result<(), StoreError> {
+        let why = why.to_string();
+        self.update_run(id, move |r| {
+            r.set("state", "cancelled");
+            r.set("error_message", why);
+            r.set("next_attempt_at", Value::Null);
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// After a transient failure (attempt number `attempts`): `retrying` with backoff and
+    /// jitter, `failed` after `--max-attempts`, or `cancelled` when the connector was
+    /// stopped after the run was created (it was mid-call during the stop).
+    pub async fn retry_later(&self, id: u64, attempts: i64, code: &str, message: &str) -> Result<(), StoreError> {
+        if let Some(run) = self.run(id) {
+            let created = run.int(CREATED_MS);
+            let stopped = self.index().stopped.get(&connector_id(&run)).copied();
+            if let (Some(created), Some(stopped)) = (created, stopped)
+                && created <= stopped.timestamp_millis()
+            {
+                return self.cancel(id, &format!("the connector was stopped; last attempt: {message}")).await;
             }
         }
-        if !doomed.is_empty() {
-            self.store.remove_all(MODEL, &doomed)?;
-            self.store.flush().await?;
+        if attempts >= self.config.max_attempts {
+            self.update_run(id, move |r| r.set("attempts", attempts)).await?;
+            return self.fail(id, code, &format!("gave up after {attempts} attempts: {message}")).await;
         }
-        Ok(doomed.len())
+        let wait = backoff(self.config.retry_base, self.config.retry_cap, attempts as u32);
+        let at = Utc::now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::seconds(30));
+        let (code, message) = (code_value(code), message.to_string());
+        self.update_run(id, move |r| {
+            r.set("state", "retrying");
+            r.set("attempts", attempts);
+            r.set("next_attempt_at", format_datetime(at));
+            r.set("error_code", code);
+            r.set("error_message", message);
+        })
+        .await?;
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The scheduler: one task that fires recurring connectors when due, starts one-time
-//! jobs, and dispatches runnable runs (oldest first, one per connector). It sleeps on a
-//! tokio timer until the next thing is due or something changes; it never polls.
+//! jobs, and dispatches every runnable run (oldest first; the pool's limits decide how
+//! many requests of a connector are in MTS at once). It sleeps on a tokio timer until
+//! the next thing is due or something changes; it never polls.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::runs::{state, time};
-use super::{Engine, runner, window};
+use super::runs::{Fire, FireWindow, state, time};
+use super::{Engine, window};
 use crate::metrics::METRICS;
 use crate::model::fields::Record;
 use crate::model::{connector, parse_datetime};
@@ -40,7 +41,13 @@ impl Plan {
         for c in engine.store.list(connector::MODEL) {
             match (c.str("is_recurring"), c.str("job_status")) {
                 (Some("recurring"), Some("running")) => {
-                    self.recurring.insert((c.str("next_run_at").and_then(|s| parse_datetime(s).ok()), c.id));
+                    // The schedule table holds the next fire (a store written by an
+                    // earlier version kept it on the connector record).
+                    let due = engine
+                        .store
+                        .schedule_get(c.id)
+                        .or_else(|| c.str("next_run_at").and_then(|s| parse_datetime(s).ok()));
+                    self.recurring.insert((due, c.id));
                 }
                 (Some("onetime"), Some("started")) => self.onetime.push(c.id),
                 _ => {}
@@ -68,8 +75,6 @@ pub fn start(engine: Arc<Engine>) -> std::io::Result<tokio::sync::oneshot::Recei
 
 /// Runs until the engine is cancelled.
 pub async fn run(engine: Arc<Engine>) {
-    // Prune once at start, then every ten minutes.
-    let mut last_prune = DateTime::<Utc>::MIN_UTC;
     let mut plan = Plan::default();
     loop {
         let now = Utc::now();
@@ -83,14 +88,6 @@ pub async fn run(engine: Arc<Engine>) {
                 Some(now + TimeDelta::seconds(5))
             }
         };
-        if now - last_prune > TimeDelta::minutes(10) {
-            last_prune = now;
-            match engine.prune_runs().await {
-                Ok(n) if n > 0 => tracing::info!(removed = n, "old runs pruned"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning runs failed"),
-            }
-        }
         let sleep = next.map_or(Duration::from_secs(600), |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         let sleep = sleep.min(Duration::from_secs(600));
         METRICS.scheduler_tick(started.elapsed());
@@ -116,17 +113,19 @@ async fn tick(
     plan.refresh(engine);
     let mut next: Option<DateTime<Utc>> = None;
     let mut fires = Vec::new();
-    let mut fired_due = Vec::new();
+    let mut fired = Vec::new();
     for &(due, id) in &plan.recurring {
         if let Some(due) = due.filter(|d| *d > now) {
             next = earliest(next, due);
             break;
         }
         let Some(c) = engine.store.get(connector::MODEL, id) else { continue };
-        let (window, next_at) = plan_fire(engine, &c, due, now);
-        fires.push((c.id, window, next_at));
-        fired_due.extend(due);
-        next = earliest(next, next_at);
+        let fire = plan_fire(engine, &c, due, now);
+        if let Some(at) = fire.next_at {
+            next = earliest(next, at);
+        }
+        fired.push((due, id, fire.next_at));
+        fires.push(fire);
     }
     for &id in &plan.onetime {
         if let Some(c) = engine.store.get(connector::MODEL, id)
@@ -144,10 +143,16 @@ async fn tick(
     }
     if !fires.is_empty() {
         engine.fire_batch(fires).await?;
-        // Lateness: from when each was due until its run was queued.
+        // Lateness: from when each was due until its run was queued. The plan moves each
+        // fired connector to its next due time (a fire does not touch the connector
+        // record, so the plan is not rebuilt for it).
         let queued = Utc::now();
-        for due in fired_due {
-            METRICS.scheduler_fired(queued - due);
+        for (due, id, next_at) in fired {
+            if let Some(due) = due {
+                METRICS.scheduler_fired(queued - due);
+            }
+            plan.recurring.remove(&(due, id));
+            plan.recurring.insert((next_at.or(due), id));
         }
     }
     for (run_id, connector, due) in runnable(engine) {
@@ -159,74 +164,91 @@ async fn tick(
     Ok(next)
 }
 
-/// What firing a recurring connector does: its next delta window, unless a run is
-/// still open (missed fires are not replayed: the next window covers the gap), and its
-/// next fire time. [`Engine::fire_batch`] stores them for every due connector at once.
-fn plan_fire(
-    engine: &Engine,
-    c: &Record,
-    due: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> (Option<window::Window>, DateTime<Utc>) {
+/// What firing a recurring connector does: its next windows, unless a run is still open
+/// (missed fires are not replayed: the next window covers the gap), and its next fire
+/// time. [`Engine::fire_batch`] stores them for every due connector at once.
+fn plan_fire(engine: &Engine, c: &Record, due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Fire {
     let minute = engine.config.minute();
     let mut next_at = window::next_fire(c, due.unwrap_or(now), minute);
     if next_at <= now {
         next_at = window::next_fire(c, now, minute);
     }
-    let mut window = None;
-    if due.is_some() && engine.open_runs(c.id).is_empty() {
-        let (start, end) = window::delta_window(c, engine.watermark(c.id), now, minute);
-        // A registry walk reads every matching registrant: its window is only a label.
-        if start < end || c.str("input_type") == Some("custom") {
-            window = Some((start.min(end - TimeDelta::seconds(1)), end));
-        }
-    }
+    let (windows, settles) = if due.is_some() && engine.open_runs(c.id).is_empty() {
+        next_windows(engine, c, now)
+    } else {
+        (vec![], vec![])
+    };
     // No `next_run_at` yet (just started): the first fire is now for an interval, at
     // the next cron time for a cron expression.
     let next_at = match due {
         None if c.str("cron_expression").is_none() => now,
         _ => next_at,
     };
-    (window, next_at)
+    Fire { connector: c.id, windows, settles, next_at: Some(next_at) }
 }
+
+/// The windows a recurring connector's next fire (or *Run now*) queues: every gap below
+/// the watermark again, exactly, then `[watermark, now - settle)`; and the gap runs this
+/// settles. A registry walk reads every matching registrant: its window is only a label.
+pub fn next_windows(engine: &Engine, c: &Record, now: DateTime<Utc>) -> (Vec<FireWindow>, Vec<u64>) {
+    let minute = engine.config.minute();
+    let custom = c.str("input_type") == Some("custom");
+    let gaps = if custom { Default::default() } else { engine.gaps(c.id) };
+    // Never acknowledged yet: start where the first windows started.
+    let watermark = engine.watermark(c.id).or_else(|| gaps.values().map(|(s, _)| *s).min());
+    let mut windows = Vec::new();
+    for (&gap, &(start, end)) in &gaps {
+        if let Some(w) = watermark.filter(|w| start < *w) {
+            windows.push(FireWindow { start, end: end.min(w), covers: Some(gap) });
+        }
+    }
+    let (start, end) = window::delta_window(c, watermark, now, minute);
+    if start < end || custom {
+        windows.push(FireWindow { start: start.min(end - TimeDelta::seconds(1)), end, covers: None });
+    }
+    (windows, gaps.keys().copied().collect())
+}
+
+/// Hidden value on a started one-time connector (not a field): the run its start queued.
+/// Starting the connector again clears it.
+pub const ONETIME_RUN: &str = "_onetime_run";
 
 /// A started one-time job without an open run: queue its window once, or complete it
 /// when its run already ended.
 async fn start_onetime(engine: &Engine, c: &Record) -> Result<(), crate::store::StoreError> {
-    if c.int("last_run_id").is_some() {
+    if c.int(ONETIME_RUN).is_some() {
         return engine.update_connector(c.id, |rec| rec.set("job_status", "completed")).await;
     }
     if let Some((start, end)) = window::onetime_window(c) {
-        engine.create_run(c.id, "onetime", start, end, |_| {}).await?;
+        let run = engine.create_run(c.id, "onetime", start, end, |_| {}).await?;
+        engine.update_connector(c.id, |rec| rec.set(ONETIME_RUN, run.id)).await?;
     }
     Ok(())
 }
 
-/// Open runs without a live task, one per connector (the first by split root, then
-/// window start, then id), with their connector and the time they become due.
+/// Open runs without a live task, with their connector and the time they become due,
+/// oldest first.
 fn runnable(engine: &Engine) -> Vec<(u64, u64, Option<DateTime<Utc>>)> {
-    let waiting: Vec<(u64, Vec<u64>)> = {
+    let waiting: Vec<(u64, u64)> = {
         let index = engine.index();
         index
             .waiting
             .iter()
-            .filter_map(|c| index.open.get(c).map(|runs| (*c, runs.iter().copied().collect())))
+            .filter_map(|c| index.open.get(c).map(|runs| (c, runs)))
+            .flat_map(|(c, runs)| runs.iter().filter(|r| !index.active.contains_key(r)).map(move |r| (*r, *c)))
             .collect()
     };
-    let mut out = Vec::new();
-    for (connector, ids) in waiting {
-        let first = ids
-            .iter()
-            .filter_map(|id| engine.store.get(crate::model::run::MODEL, *id))
-            .min_by_key(|r| (r.int("split_of_id").unwrap_or(r.id as i64), time(r, "window_start"), r.id));
-        if let Some(run) = first {
+    let mut out: Vec<(u64, u64, Option<DateTime<Utc>>)> = waiting
+        .into_iter()
+        .filter_map(|(id, connector)| {
+            let run = engine.store.get(crate::model::run::MODEL, id)?;
             let due = match state(&run) {
                 "retrying" => time(&run, "next_attempt_at"),
                 _ => None,
             };
-            out.push((run.id, connector, due));
-        }
-    }
+            Some((id, connector, due))
+        })
+        .collect();
     out.sort_by_key(|(id, _, _)| *id);
     out
 }
@@ -236,5 +258,5 @@ fn dispatch(engine: &Arc<Engine>, run_id: u64, connector: u64) {
         return;
     }
     let engine2 = engine.clone();
-    engine.spawn(runner::drive(engine2, run_id));
+    engine.spawn(super::drive(engine2, run_id));
 }

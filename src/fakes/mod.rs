@@ -9,11 +9,13 @@ mod mts_callback;
 mod mts_records;
 mod mts_request;
 mod odk;
+mod odk_cli;
 mod odoo;
 mod registry;
 
 pub use http::Recorded;
 pub use mts::{DEFAULT_PARTNER_ID, FakeMts, MtsSubmission, mock_token};
 pub use odk::{FakeOdk, generated_fields};
+pub use odk_cli::serve_fake_odk;
 pub use odoo::{CALLBACK_PATH, FakeOdoo, ReceivedCallback};
 pub use registry::{FakeRegistry, RpcCall, TOKEN_TYPE, UPDATE_ID_PATH, VID_TYPE};

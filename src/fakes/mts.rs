@@ -1,4 +1,11 @@
-//! Fake MOSIP Token Seeder (mock branch): the /authtoken API, the ODK pull, one FIFO worker and callback delivery.
+//! Fake MOSIP Token Seeder (mock branch): the /authtoken API, the ODK pull, FIFO token
+//! workers and callback delivery.
+//!
+//! It models MTS's capacity: `workers` token workers share the queue (one request each
+//! at a time, like the token thread of each gunicorn worker), a request takes
+//! `processing_time + time_per_record x records`, and, like the helm chart's cleanup
+//! job (`cleanupExpirySeconds`, 20 s there), requests older than the expiry are deleted
+//! whatever their status: their status answers 404 and queued ones are never processed.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -43,7 +50,7 @@ pub struct MtsSubmission {
     pub invalid: usize,
 }
 
-/// A fake MTS server with one processing worker.
+/// A fake MTS server.
 pub struct FakeMts {
     server: Server,
     shared: Arc<Shared>,
@@ -67,6 +74,13 @@ struct MtsState {
     down: bool,
     submit_delay: Duration,
     processing_time: Duration,
+    time_per_record: Duration,
+    /// Token workers wanted; workers with a higher index stop.
+    workers: usize,
+    /// Worker tasks started so far.
+    started_workers: usize,
+    cleanup_expiry: Option<Duration>,
+    cleanup_started: bool,
     fail_submits: usize,
     fail_submit_status: StatusCode,
     fail_callbacks_after: Option<usize>,
@@ -76,6 +90,7 @@ struct MtsState {
 }
 
 struct StoredRequest {
+    created: std::time::Instant,
     status: String,
     records: Vec<StoredRecord>,
     number_error: usize,
@@ -131,6 +146,11 @@ impl FakeMts {
             down: false,
             submit_delay: Duration::ZERO,
             processing_time: Duration::ZERO,
+            time_per_record: Duration::ZERO,
+            workers: 1,
+            started_workers: 0,
+            cleanup_expiry: None,
+            cleanup_started: false,
             fail_submits: 0,
             fail_submit_status: StatusCode::INTERNAL_SERVER_ERROR,
             fail_callbacks_after: None,
@@ -141,8 +161,9 @@ impl FakeMts {
         let shared = Arc::new(Shared { state: Mutex::new(state), wake: Notify::new(), http, cancel: cancel.clone() });
         let handler_shared = shared.clone();
         let server = Server::start_with_cancel(move |req| handle(handler_shared.clone(), req), cancel).await?;
-        tokio::spawn(worker(shared.clone()));
-        Ok(FakeMts { server, shared })
+        let mts = FakeMts { server, shared };
+        mts.set_workers(1);
+        Ok(mts)
     }
 
     /// `http://127.0.0.1:PORT`
@@ -193,6 +214,55 @@ impl FakeMts {
         lock(&self.shared.state).processing_time = time;
     }
 
+    /// Time each record adds to its request's processing (MTS makes tokens one by one).
+    pub fn set_time_per_record(&self, time: Duration) {
+        lock(&self.shared.state).time_per_record = time;
+    }
+
+    /// How many requests are processed at once (MTS: one per gunicorn worker).
+    pub fn set_workers(&self, n: usize) {
+        let mut st = lock(&self.shared.state);
+        st.workers = n.max(1);
+        while st.started_workers < st.workers {
+            tokio::spawn(worker(self.shared.clone(), st.started_workers));
+            st.started_workers += 1;
+        }
+        drop(st);
+        self.shared.wake.notify_waiters();
+    }
+
+    /// Deletes requests older than `expiry`, every `expiry`, whatever their status (the
+    /// helm chart's cleanup job; its default is 20 s).
+    pub fn set_cleanup_expiry(&self, expiry: Duration) {
+        let mut st = lock(&self.shared.state);
+        st.cleanup_expiry = Some(expiry);
+        if std::mem::replace(&mut st.cleanup_started, true) {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(every) = lock(&shared.state).cleanup_expiry else { return };
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = shared.cancel.cancelled() => return,
+                }
+                let mut st = lock(&shared.state);
+                let before = st.requests.len();
+                st.requests.retain(|_, r| r.created.elapsed() < every);
+                let removed = before - st.requests.len();
+                if removed > 0 {
+                    tracing::debug!(removed, "fake MTS cleaned up old requests");
+                }
+            }
+        });
+    }
+
+    /// Requests waiting for a worker.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared.state).queue.len()
+    }
+
     /// Forgets every request and the queue, like an MTS that rebuilt its database:
     /// later status calls answer 404, work in flight is dropped, no further callbacks go out.
     pub fn restart(&self) {
@@ -206,7 +276,7 @@ impl FakeMts {
     pub fn hold_processing(&self, hold: bool) {
         lock(&self.shared.state).held = hold;
         if !hold {
-            self.shared.wake.notify_one();
+            self.shared.wake.notify_waiters();
         }
     }
 
@@ -363,6 +433,7 @@ async fn accept(shared: &Shared, req: &Recorded, kind: Kind) -> Result<Reply, Mt
         st.requests.insert(
             id.clone(),
             StoredRequest {
+                created: std::time::Instant::now(),
                 status: if all_invalid { "submitted_with_errors" } else { "submitted" }.into(),
                 records,
                 number_error: invalid,
@@ -459,11 +530,16 @@ async fn response_json(resp: reqwest::Response) -> Result<Value, MtsError> {
     serde_json::from_str(&body).map_err(|e| MtsError::internal(format!("ODK answered non-JSON: {e}")))
 }
 
-/// The single processing task: one request at a time, in FIFO order.
-async fn worker(shared: Arc<Shared>) {
+/// Token worker `index`: one request at a time, from the shared FIFO queue; it stops
+/// when fewer workers are wanted.
+async fn worker(shared: Arc<Shared>, index: usize) {
     loop {
         let next = {
             let mut st = lock(&shared.state);
+            if index >= st.workers {
+                st.started_workers = st.started_workers.min(index);
+                return;
+            }
             if st.held {
                 None
             } else {
@@ -487,13 +563,13 @@ async fn worker(shared: Arc<Shared>) {
 async fn process(shared: &Shared, id: &str, generation: u64) {
     let processing_time = {
         let mut st = lock(&shared.state);
-        let time = st.processing_time;
+        let (time, per_record) = (st.processing_time, st.time_per_record);
         let Some(req) = st.requests.get_mut(id) else { return };
         if req.status != "submitted" {
             None
         } else {
             req.status = "processing".into();
-            Some(time)
+            Some(time + per_record * req.records.len() as u32)
         }
     };
     if let Some(time) = processing_time {

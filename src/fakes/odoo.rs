@@ -146,6 +146,12 @@ impl FakeOdoo {
         lock(&self.state).received.clone()
     }
 
+    /// Records the accepted callbacks carried: one per call, or each item of a bulk call.
+    pub fn records_received(&self) -> usize {
+        let st = lock(&self.state);
+        st.received.iter().map(|c| c.body.as_ref().and_then(Value::as_array).map_or(1, Vec::len)).sum()
+    }
+
     /// How many accepted callbacks carried each value of header `name`
     /// (e.g. `X-MTS-Connector-Delivery`, to spot duplicate deliveries).
     pub fn count_by_header(&self, name: &str) -> HashMap<String, usize> {

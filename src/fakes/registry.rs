@@ -6,6 +6,8 @@
 //! (dotted paths such as `reg_ids.id_type` included), Odoo-shaped errors
 //! (`AccessDenied`, `AccessError`, `MissingError`, `ValueError: Invalid field ...`,
 //! `psycopg2.OperationalError` for an unknown database) and recording of every call.
+//! `g2p.reg.id` also takes `create` and `write` (the service's direct registry
+//! write-back), with OpenG2P 1.3's one-id-per-type constraint.
 //! It is also the callback target MTS writes tokens to: the Odoo 15 registry REST API's
 //! `PATCH /api/v1/registry/individual/updateIdentification` (`{partner_id, id_type,
 //! value}`), authenticated by the `session_id` cookie of `/web/session/authenticate`.
@@ -158,6 +160,19 @@ impl FakeRegistry {
     /// The registrant's `MOSIP UIN TOKEN`, if any.
     pub fn token_of(&self, partner: u64) -> Option<String> {
         lock(&self.state).ids_of(partner).into_iter().find(|(_, t, _)| *t == 2).map(|(_, _, v)| v)
+    }
+
+    /// Every id of type `id_type` registrant `partner` holds (more than one would be a
+    /// duplicate the real registry refuses).
+    pub fn reg_ids_of(&self, partner: u64, id_type: &str) -> Vec<String> {
+        let Some((tid, _)) = ID_TYPES.iter().find(|(_, n)| *n == id_type) else { return Vec::new() };
+        lock(&self.state).ids_of(partner).into_iter().filter(|(_, t, _)| t == tid).map(|(_, _, v)| v).collect()
+    }
+
+    /// `g2p.reg.id` records created and written over JSON-RPC so far.
+    pub fn reg_id_changes(&self) -> (usize, usize) {
+        let st = lock(&self.state);
+        (st.reg_creates, st.reg_writes)
     }
 
     /// Every registrant holding a token, with it.

@@ -10,6 +10,8 @@ use super::{ModelError, domain, parse_datetime};
 pub const MODEL: &str = "mts.connector";
 
 pub const DEFAULT_MTS_URL: &str = "http://mosip-token-seeder.mosip-token-seeder";
+/// Requests of one connector in MTS at once by default: the MTS image's gunicorn workers.
+pub const DEFAULT_MAX_PARALLEL: i64 = 4;
 pub const DEFAULT_MAPPING: &str = r#"{"vid":"vid","name":["name"],"gender":"gender","dob":"dob","phoneNumber":"phoneNumber","emailId":"emailId","fullAddress":["fullAddress"]}"#;
 pub const DEFAULT_G2P_DOMAIN: &str = r#"[["is_registrant","=",true],["reg_ids.id_type","=like","MOSIP VID"],"!",["reg_ids.id_type","=like","MOSIP UIN TOKEN"]]"#;
 pub const DEFAULT_G2P_FIELDS: &str =
@@ -30,10 +32,17 @@ const AUTH_TYPES: &[(&str, &str)] =
     &[("none", "None"), ("odoo", "Odoo"), ("oauth", "OAuth"), ("staticBearer", "Static Bearer")];
 const CALLBACK_MODES: &[(&str, &str)] =
     &[("direct", "Direct (MTS calls the target)"), ("relay", "Relay (through this service)")];
+const DELIVERY_TARGETS: &[(&str, &str)] =
+    &[("http", "HTTP callback (Callback URL)"), ("registry", "Registry (g2p.reg.id over JSON-RPC)")];
 
 pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("name", "Name", T::Char).required(),
-    FieldDef::new("mts_url", "URL to reach MTS", T::Char).required().default_str(DEFAULT_MTS_URL),
+    FieldDef::new("mts_url", "URL to reach MTS", T::Char).required().default_str(DEFAULT_MTS_URL).help(
+        "One MTS base URL, or several separated by commas (e.g. the pods of an MTS StatefulSet): requests go to the least busy one that is up, and each is tracked where it went.",
+    ),
+    FieldDef::new("mts_max_parallel", "Parallel MTS Requests", T::Integer).default_int(DEFAULT_MAX_PARALLEL).help(
+        "Requests of this connector in MTS at once: the parts of a split window, the windows of an import, the pages of a registry walk.",
+    ),
     FieldDef::new("input_type", "MTS Input Type", T::Selection(INPUT_TYPE)).required(),
     FieldDef::new("mapping", "Mapping", T::Text).required().default_str(DEFAULT_MAPPING),
     FieldDef::new("output_type", "MTS Output Type", T::Selection(&[("json", "JSON")])).required().default_str("json"),
@@ -64,6 +73,10 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("callback_timeout", "Callback Timeout", T::Integer).default_int(10),
     FieldDef::new("callback_authtype", "Callback Auth Type", T::Selection(AUTH_TYPES)).default_str("odoo"),
     FieldDef::new("callback_mode", "Callback Mode", T::Selection(CALLBACK_MODES)).default_str("direct"),
+    FieldDef::new("delivery_target", "Delivery Target", T::Selection(DELIVERY_TARGETS)).default_str("http").help(
+        "Relay mode: http sends each record to the callback URL; registry writes each token into the registry \
+         (odoo_url) as the registrant's uin_token_id_type id, created or updated.",
+    ),
     FieldDef::new("callback_in_bulk", "Callbacks in Bulk", T::Boolean)
         .default_bool(false)
         .help("MTS sends all records of a request in one call (callInBulk) instead of one call per record."),
@@ -117,10 +130,10 @@ const BOUNDS: &[(&str, i64, i64)] = &[
     ("callback_timeout", 1, 600),
     ("interval_minutes", 0, 525_600),
     ("vid_delete_interval_minutes", 1, 525_600),
+    ("mts_max_parallel", 1, 256),
 ];
 
-const URL_FIELDS: &[&str] =
-    &["mts_url", "odk_base_url", "odk_odata_url", "callback_url", "callback_auth_url", "odoo_url"];
+const URL_FIELDS: &[&str] = &["odk_base_url", "odk_odata_url", "callback_url", "callback_auth_url", "odoo_url"];
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> ModelError {
     let label = CONNECTOR.field(field).map_or(field, |f| f.label);
@@ -173,6 +186,15 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
     for field in URL_FIELDS {
         if let Some(url) = rec.str(field) {
             check_url(url).map_err(|problem| invalid(field, problem))?;
+        }
+    }
+    if rec.str("mts_url").is_some() {
+        let urls = mts_urls(rec);
+        if urls.is_empty() {
+            return Err(invalid("mts_url", "names no URL"));
+        }
+        for url in &urls {
+            check_url(url).map_err(|problem| invalid("mts_url", problem))?;
         }
     }
     for (field, min, max) in BOUNDS {
@@ -252,7 +274,12 @@ fn validate_required_by_form(rec: &Record) -> Result<(), ModelError> {
         ]),
         _ => {}
     }
-    if rec.str("delivery_type") == Some("callback") {
+    let registry_target = rec.str("delivery_target") == Some("registry");
+    if registry_target {
+        validate_registry_target(rec)?;
+        needed.extend(["odoo_url", "odoo_database", "odoo_username", "odoo_password", "uin_token_id_type"]);
+    }
+    if rec.str("delivery_type") == Some("callback") && !registry_target {
         needed.extend(["callback_url", "callback_httpmethod", "callback_timeout", "callback_authtype"]);
         match rec.str("callback_authtype") {
             Some("odoo") => needed.extend([
@@ -277,6 +304,25 @@ fn validate_required_by_form(rec: &Record) -> Result<(), ModelError> {
         if !set {
             return Err(invalid(field, "is required with the connector's other choices"));
         }
+    }
+    Ok(())
+}
+
+/// A registry target writes tokens itself: only the relay can do that, and an ODK
+/// record names its registrant only through the output format (`partner_id`).
+fn validate_registry_target(rec: &Record) -> Result<(), ModelError> {
+    if rec.str("callback_mode") != Some("relay") {
+        return Err(invalid(
+            "delivery_target",
+            "registry needs callback_mode = relay: in direct mode MTS calls the callback URL itself",
+        ));
+    }
+    if rec.str("input_type") == Some("odk") && rec.str("output_format").is_none_or(|f| f.trim().is_empty()) {
+        return Err(invalid(
+            "delivery_target",
+            "registry with ODK input needs an output format naming the registrant, \
+             e.g. {partner_id: (.input.registrant_id | tonumber)}",
+        ));
     }
     Ok(())
 }
@@ -312,6 +358,19 @@ fn validate_mapping(rec: &Record) -> Result<(), ModelError> {
         }
     }
     Ok(())
+}
+
+/// The MTS base URLs `mts_url` names, in the order given, without duplicates or a
+/// trailing `/`: one, or several separated by commas, spaces or newlines.
+pub fn mts_urls(rec: &Record) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for url in rec.str("mts_url").unwrap_or_default().split(|ch: char| ch == ',' || ch.is_whitespace()) {
+        let url = url.trim().trim_end_matches('/');
+        if !url.is_empty() && !out.iter().any(|u| u == url) {
+            out.push(url.to_string());
+        }
+    }
+    out
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -407,6 +466,40 @@ mod tests {
     #[test]
     fn a_complete_connector_is_valid() {
         validate(&base(), Utc::now()).unwrap();
+    }
+
+    fn registry_target(input: &str) -> Record {
+        let mut r = base();
+        r.set("input_type", input);
+        r.set("delivery_target", "registry");
+        r.set("callback_mode", "relay");
+        r.set("odoo_url", "https://registry.example.org");
+        r.set("odoo_database", "openg2p");
+        r.set("odoo_username", "mts");
+        r.secrets.insert("odoo_password".into(), crate::secret::Secret::new("pw"));
+        r.values.remove("callback_url");
+        r
+    }
+
+    #[test]
+    fn a_registry_target_needs_no_callback_url_but_the_relay_and_the_registry_login() {
+        validate(&registry_target("custom"), Utc::now()).unwrap();
+        let mut direct = registry_target("custom");
+        direct.set("callback_mode", "direct");
+        let e = validate(&direct, Utc::now()).unwrap_err().to_string();
+        assert!(e.contains("delivery_target") && e.contains("relay"), "{e}");
+        let mut no_login = registry_target("custom");
+        no_login.values.remove("odoo_username");
+        let e = validate(&no_login, Utc::now()).unwrap_err().to_string();
+        assert!(e.contains("odoo_username"), "{e}");
+        let e = validate(&registry_target("odk"), Utc::now()).unwrap_err().to_string();
+        assert!(e.contains("output format naming the registrant"), "{e}");
+        let mut odk = registry_target("odk");
+        odk.set("output_format", "{partner_id: (.input.registrant_id | tonumber)}");
+        validate(&odk, Utc::now()).unwrap();
+        let mut bad = registry_target("custom");
+        let vals = serde_json::json!({"delivery_target": "ftp"});
+        assert!(crate::model::apply_vals(&CONNECTOR, &mut bad, vals.as_object().unwrap()).is_err());
     }
 
     #[test]

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::AuthError;
 use crate::clients::excerpt;
 use crate::clients::mts::error_chain;
 use crate::engine::Engine;
-use crate::engine::runner::backoff;
+use crate::engine::runs::backoff;
 use crate::model::fields::Record;
 use crate::model::{connector, delivery, format_datetime, parse_datetime, run};
 use crate::store::StoreError;
@@ -97,10 +98,9 @@ fn dispatch(engine: &Arc<Engine>) -> Option<DateTime<Utc>> {
             engine.relay.in_flight().insert(id);
             let engine2 = engine.clone();
             engine.tasks.spawn(async move {
-                if let Err(e) = deliver_one(&engine2, id).await {
+                if let Err(e) = deliver_one(&engine2, id, permit).await {
                     tracing::error!(delivery_id = id, error = %e, "delivery paused: the store failed");
                 }
-                drop(permit);
                 engine2.relay.in_flight().remove(&id);
                 engine2.relay.wake.notify_one();
             });
@@ -109,7 +109,8 @@ fn dispatch(engine: &Arc<Engine>) -> Option<DateTime<Utc>> {
     next
 }
 
-async fn deliver_one(engine: &Engine, id: u64) -> Result<(), StoreError> {
+/// One delivery; `slot` is its place among the target's calls in flight.
+async fn deliver_one(engine: &Engine, id: u64, slot: OwnedSemaphorePermit) -> Result<(), StoreError> {
     let Some(d) = engine.store.get(delivery::MODEL, id).map(|d| (*d).clone()) else { return Ok(()) };
     if d.str("state") != Some("pending") {
         return Ok(());
@@ -117,7 +118,7 @@ async fn deliver_one(engine: &Engine, id: u64) -> Result<(), StoreError> {
     let mut used = Vec::new();
     let outcome = attempt(engine, &d, &mut used).await;
     let outcome = scrubbed(engine, &d, outcome, &used);
-    finish(engine, d, outcome).await
+    finish(engine, d, outcome, slot).await
 }
 
 /// The outcome with every secret of the connector, and the auth values just used, cut
@@ -159,6 +160,18 @@ async fn attempt(engine: &Engine, d: &Record, used_auth: &mut Vec<String>) -> Ou
         }
         Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
     };
+    if c.str("delivery_target") == Some("registry") {
+        // The token goes into the registry's g2p.reg.id itself, not to a callback URL.
+        use super::registry_target::{TargetError, deliver};
+        let Ok(payload) = serde_json::from_str::<Value>(payload.expose()) else {
+            return Outcome::Failed { status: None, error: "the record's data is not JSON".into() };
+        };
+        return match deliver(&c, &payload, &body).await {
+            Ok(_) => Outcome::Delivered,
+            Err(TargetError::Transient(error)) => Outcome::Retry { status: None, error },
+            Err(TargetError::Refused(error)) => Outcome::Failed { status: None, error },
+        };
+    }
     let timeout = Duration::from_secs(c.int("callback_timeout").unwrap_or(10).max(1) as u64);
     // One fresh login when the target refuses the session: it may have expired.
     for fresh_login in [false, true] {
@@ -224,8 +237,22 @@ async fn send(
     }
 }
 
-/// Records the outcome of an attempt on the delivery and its run.
-async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), StoreError> {
+/// Records the outcome of an attempt on the delivery and its run. When the record was
+/// delivered, the target's slot is given back as soon as the outcome is written, before
+/// it is durable: the next call to the target does not wait for this commit, and
+/// outcomes share commits (at most [`super::UNFLUSHED_OUTCOMES`] wait for one at a
+/// time). A retry is queued only once its outcome is durable.
+async fn finish(
+    engine: &Engine,
+    mut d: Record,
+    outcome: Outcome,
+    slot: OwnedSemaphorePermit,
+) -> Result<(), StoreError> {
+    let _unflushed = engine.relay.unflushed.clone().acquire_owned().await.ok();
+    // Only a delivered record gives its slot back early: a target that fails keeps its
+    // attempts paced by the commits of their outcomes, as before.
+    let mut slot = Some(slot);
+    let delivered = matches!(outcome, Outcome::Delivered);
     let now = Utc::now();
     let attempts = d.int("attempts").unwrap_or(0) + 1;
     d.set("attempts", attempts);
@@ -275,7 +302,12 @@ async fn finish(engine: &Engine, mut d: Record, outcome: Outcome) -> Result<(), 
             engine.store.put(run::MODEL, r)?;
         }
     }
+    if delivered {
+        drop(slot.take());
+        engine.relay.wake.notify_one();
+    }
     engine.store.flush().await?;
+    drop(slot);
     if let Some(at) = next {
         engine.relay.pending().insert(id, &target, at);
     }
@@ -289,9 +321,13 @@ impl Engine {
         let mut changed = Vec::new();
         {
             let _guard = self.store.write_lock();
-            for d in self.store.list(delivery::MODEL) {
-                let mine = d.int("connector_id").is_some_and(|c| connectors.contains(&(c as u64)));
-                if !mine || d.str("state") != Some("failed") || d.secret("payload").is_none() {
+            let mut failed = Vec::new();
+            for c in connectors {
+                let prefix = [&Value::from(*c), &Value::from("failed")];
+                failed.extend(self.store.find(delivery::MODEL, "connector_state", &prefix, false, usize::MAX)?);
+            }
+            for d in failed {
+                if d.str("state") != Some("failed") || d.secret("payload").is_none() {
                     continue;
                 }
                 let mut d = (*d).clone();
@@ -332,9 +368,21 @@ impl Engine {
         let mut changed = Vec::new();
         {
             let _guard = self.store.write_lock();
-            for d in self.store.list(delivery::MODEL) {
-                let old = d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit);
-                if d.str("state") == Some("failed") && old && d.secret("payload").is_some() {
+            // Failed deliveries by last change, oldest first: the first recent one ends it.
+            let mut old_failed = Vec::new();
+            self.store.scan_index(delivery::MODEL, "state_time", &[&Value::from("failed")], false, |id| match self
+                .store
+                .get(delivery::MODEL, id)
+            {
+                Some(d) if d.str("write_date").and_then(|t| parse_datetime(t).ok()).is_some_and(|t| t < limit) => {
+                    old_failed.push(d);
+                    std::ops::ControlFlow::Continue(())
+                }
+                Some(_) => std::ops::ControlFlow::Break(()),
+                None => std::ops::ControlFlow::Continue(()),
+            })?;
+            for d in old_failed {
+                if d.str("state") == Some("failed") && d.secret("payload").is_some() {
                     let mut d = (*d).clone();
                     d.secrets.remove("payload");
                     let error = d.str("last_error").unwrap_or_default().to_string();

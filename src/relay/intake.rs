@@ -119,30 +119,38 @@ impl Engine {
         let now = format_datetime(Utc::now());
         let received = {
             let _guard = self.store.write_lock();
-            let mut keys = self.relay.keys();
             let mut fresh = Vec::new();
             let mut duplicates = 0;
+            let mut seen = std::collections::HashSet::new();
             for (input, output) in records {
                 let key = idempotency_key(connector, &input, &output);
-                if keys.contains_key(&key) || fresh.iter().any(|d: &Record| d.str("key") == Some(key.as_str())) {
+                // Held already (on disk, or written and not yet committed: the index
+                // read sees both, and the write lock keeps two calls from racing).
+                if seen.contains(&key)
+                    || self
+                        .store
+                        .index_ids(delivery::MODEL, "key", &[&Value::from(key.as_str())], false)?
+                        .next()
+                        .is_some()
+                {
                     duplicates += 1;
                     continue;
                 }
                 let mut d = Record { id: self.store.next_id(delivery::MODEL)?, ..Default::default() };
                 d.set("connector_id", connector);
                 d.set("run_id", run_id);
-                d.set("key", key);
+                d.set("key", key.clone());
                 d.set("state", "pending");
                 d.set("attempts", 0);
                 d.set("create_date", now.clone());
                 d.set("write_date", now.clone());
                 d.set("next_attempt_at", now.clone());
                 d.secrets.insert("payload".into(), Secret::new(json!({"input": input, "output": output}).to_string()));
+                seen.insert(key);
                 fresh.push(d);
             }
             let received = Received { stored: fresh.len(), duplicates };
-            let ids: Vec<(String, u64)> =
-                fresh.iter().map(|d| (d.str("key").unwrap_or_default().to_string(), d.id)).collect();
+            let ids: Vec<u64> = fresh.iter().map(|d| d.id).collect();
             self.store.put_all(delivery::MODEL, fresh)?;
             // Re-read under the lock: deliveries update the run's counters concurrently.
             let mut r = self.store.get(run::MODEL, run_id).map_or_else(|| (*run).clone(), |r| (*r).clone());
@@ -151,8 +159,7 @@ impl Engine {
             self.store.put(run::MODEL, r)?;
             let target = super::target_of(&self.store, connector);
             let mut pending = self.relay.pending();
-            for (key, id) in ids {
-                keys.insert(key, id);
+            for id in ids {
                 pending.insert(id, &target, Utc::now());
             }
             received

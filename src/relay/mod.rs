@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod deliver;
 pub mod intake;
+pub mod registry_target;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -112,11 +113,15 @@ impl Queue {
     }
 }
 
-/// The callback URL of a delivery's connector: its queue.
+/// The callback URL of a delivery's connector (the registry's URL for a registry
+/// target): its queue.
 pub fn target_of(store: &Store, connector: u64) -> String {
     store
         .get(crate::model::connector::MODEL, connector)
-        .and_then(|c| c.str("callback_url").map(str::to_string))
+        .and_then(|c| {
+            let field = if c.str("delivery_target") == Some("registry") { "odoo_url" } else { "callback_url" };
+            c.str(field).map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -124,8 +129,6 @@ pub fn target_of(store: &Store, connector: u64) -> String {
 pub struct Relay {
     pub config: RelayConfig,
     http: reqwest::Client,
-    /// Idempotency key -> delivery id, for every record ever received.
-    keys: Mutex<HashMap<String, u64>>,
     /// Pending deliveries not being sent right now, and when each is due.
     pending: Mutex<Queue>,
     /// Deliveries being sent right now.
@@ -136,7 +139,14 @@ pub struct Relay {
     pub sessions: auth::Sessions,
     /// Wakes the delivery loop: a record arrived or a delivery finished.
     pub wake: Notify,
+    /// Delivery outcomes written and not yet durable (see [`UNFLUSHED_OUTCOMES`]).
+    pub(crate) unflushed: Arc<Semaphore>,
 }
+
+/// Delivery outcomes that may wait for a commit at once. They share commits; after a
+/// crash, at most this many records plus the calls in flight are sent again (with their
+/// idempotency header), since their outcome was not yet durable.
+pub const UNFLUSHED_OUTCOMES: usize = 256;
 
 /// SHA-256 in hex.
 pub fn sha256_hex(text: &str) -> String {
@@ -145,30 +155,42 @@ pub fn sha256_hex(text: &str) -> String {
 
 impl Relay {
     pub fn new(store: &Store, config: RelayConfig, http: reqwest::Client) -> Relay {
-        let deliveries = store.list(MODEL);
-        let keys = deliveries.iter().filter_map(|d| d.str("key").map(|k| (k.to_string(), d.id))).collect();
+        // The pending deliveries only, through the state index: de-duplication reads the
+        // key index on disk, so nothing here grows with the history.
         let mut pending = Queue::default();
-        for d in deliveries.iter().filter(|d| d.str("state") == Some("pending")) {
-            let at = d.str("next_attempt_at").and_then(|t| parse_datetime(t).ok()).unwrap_or_else(Utc::now);
-            pending.insert(d.id, &target_of(store, d.int("connector_id").unwrap_or(0) as u64), at);
+        let mut targets: HashMap<u64, String> = HashMap::new();
+        let ids = store.index_ids(MODEL, "state_time", &[&serde_json::Value::from("pending")], false);
+        match ids {
+            Ok(ids) => {
+                for id in ids {
+                    let d = match id.map(|id| store.get(MODEL, id)) {
+                        Ok(Some(d)) => d,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the pending deliveries");
+                            break;
+                        }
+                    };
+                    let at = d.str("next_attempt_at").and_then(|t| parse_datetime(t).ok()).unwrap_or_else(Utc::now);
+                    let connector = d.int("connector_id").unwrap_or(0) as u64;
+                    let target = targets.entry(connector).or_insert_with(|| target_of(store, connector));
+                    pending.insert(d.id, target, at);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the pending deliveries"),
         }
         let sessions = auth::Sessions::new(http.clone(), config.idle_logout);
         Relay {
             config,
             http: http.clone(),
-            keys: Mutex::new(keys),
             pending: Mutex::new(pending),
             in_flight: Mutex::new(Default::default()),
             programs: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
             sessions,
             wake: Notify::new(),
+            unflushed: Arc::new(Semaphore::new(UNFLUSHED_OUTCOMES)),
         }
-    }
-
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        // Poison only means a panic elsewhere; each update is one insert.
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn pending(&self) -> std::sync::MutexGuard<'_, Queue> {

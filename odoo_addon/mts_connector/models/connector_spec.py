@@ -48,6 +48,12 @@ CALLBACK_MODES = [
     ("direct", "Direct (MTS calls the target)"),
     ("relay", "Relay (through this service)"),
 ]
+DELIVERY_TARGETS = [
+    ("http", "HTTP callback (Callback URL)"),
+    ("registry", "Registry (g2p.reg.id over JSON-RPC)"),
+]
+#: Run states in which a run is still open (the service refuses Run now then).
+OPEN_RUN_STATES = ["queued", "submitting", "submitted", "retrying"]
 RUN_STATES = [
     ("queued", "Queued"),
     ("submitting", "Submitting"),
@@ -89,6 +95,7 @@ SERVICE_FIELDS = (
     "settle_seconds",
     "mts_timeout",
     "max_records_per_request",
+    "mts_max_parallel",
     "odk_base_url",
     "odk_odata_url",
     "odk_email",
@@ -98,6 +105,7 @@ SERVICE_FIELDS = (
     "callback_timeout",
     "callback_authtype",
     "callback_mode",
+    "delivery_target",
     "callback_in_bulk",
     "callback_extra_headers",
     "callback_auth_url",
@@ -130,6 +138,7 @@ STATE_FIELDS = (
     "last_run_window_end",
     "last_run_mts_status",
     "last_run_error",
+    "has_open_run",
     "service_message",
 )
 LAST_RUN_FIELDS = ["name", "state", "window_start", "window_end", "mts_status", "error_message"]

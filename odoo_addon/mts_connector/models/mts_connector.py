@@ -24,6 +24,7 @@ from .connector_spec import (
     DEFAULT_VID_DELETE_DOMAIN,
     DEFAULT_MAPPING,
     DEFAULT_MTS_URL,
+    DELIVERY_TARGETS,
     DELIVERY_TYPES,
     FAILED_DELIVERIES_LISTED,
     HTTP_METHODS,
@@ -32,6 +33,7 @@ from .connector_spec import (
     JOB_TYPES,
     LAST_RUN_FIELDS,
     LOCAL_ONLY,
+    OPEN_RUN_STATES,
     OUTPUT_TYPES,
     RECENT_RUNS,
     RUN_STATES,
@@ -73,7 +75,13 @@ class MtsConnector(models.Model):
 
     # -- the fields of the service's connector (same names, labels, defaults) ------
     name = fields.Char(required=True)
-    mts_url = fields.Char(string="URL to reach MTS", required=True, default=DEFAULT_MTS_URL)
+    mts_url = fields.Char(
+        string="URL to reach MTS",
+        required=True,
+        default=DEFAULT_MTS_URL,
+        help="One MTS base URL, or several separated by commas (e.g. the pods of an MTS StatefulSet): "
+        "requests go to the least busy one that is up, and each is tracked where it went.",
+    )
     input_type = fields.Selection(INPUT_TYPES, string="MTS Input Type", required=True)
     mapping = fields.Text(required=True, default=DEFAULT_MAPPING)
     output_type = fields.Selection(OUTPUT_TYPES, string="MTS Output Type", required=True, default="json")
@@ -117,6 +125,12 @@ class MtsConnector(models.Model):
     )
     mts_timeout = fields.Integer(string="MTS Timeout (s)", default=300)
     max_records_per_request = fields.Integer(string="Max Records per MTS Request", default=500)
+    mts_max_parallel = fields.Integer(
+        string="Parallel MTS Requests",
+        default=4,
+        help="Requests of this connector in MTS at once: the parts of a split window, "
+        "the windows of an import, the pages of a registry walk.",
+    )
     odk_base_url = fields.Char(string="ODK Base URL")
     odk_odata_url = fields.Char(string="ODK OData URL")
     odk_email = fields.Char(string="ODK Email")
@@ -126,6 +140,13 @@ class MtsConnector(models.Model):
     callback_timeout = fields.Integer(default=10)
     callback_authtype = fields.Selection(AUTH_TYPES, string="Callback Auth Type", default="odoo")
     callback_mode = fields.Selection(CALLBACK_MODES, default="direct")
+    delivery_target = fields.Selection(
+        DELIVERY_TARGETS,
+        default="http",
+        help="Relay mode: 'HTTP callback' sends each record to the Callback URL; 'Registry' writes each "
+        "token into the registry (Registry Odoo URL) as the registrant's UIN Token ID Type id, "
+        "created or updated, with no REST addon.",
+    )
     callback_in_bulk = fields.Boolean(
         string="Callbacks in Bulk",
         default=False,
@@ -172,6 +193,10 @@ class MtsConnector(models.Model):
         help="Odoo domain on res.partner: the registrants the VID clean-up looks at.",
     )
     next_run_at = fields.Datetime(string="Next Run", compute="_compute_service_state")
+    has_open_run = fields.Boolean(
+        compute="_compute_service_state",
+        help="A run is queued, submitted or retrying: Run now is hidden until it ends.",
+    )
 
     # -- secrets: whether set, and Odoo's copy -----------------------------------------
     secret_values = fields.Text(
@@ -246,6 +271,13 @@ class MtsConnector(models.Model):
                 [[["id", "in", linked.mapped("service_id")]]],
                 {"fields": ["job_status", "next_run_at", "last_run_id"]},
             )
+            open_runs = self._service()._call_raw(
+                "mts.connector.run",
+                "search_read",
+                [[["connector_id", "in", linked.mapped("service_id")], ["state", "in", OPEN_RUN_STATES]]],
+                {"fields": ["connector_id"]},
+            )
+            busy = {run["connector_id"][0] for run in open_runs if run.get("connector_id")}
             by_sid = {row["id"]: row for row in rows}
             run_ids = [row["last_run_id"][0] for row in rows if row.get("last_run_id")]
             runs = {}
@@ -275,6 +307,7 @@ class MtsConnector(models.Model):
                 continue
             rec.job_status = row.get("job_status") or False
             rec.next_run_at = row.get("next_run_at") or False
+            rec.has_open_run = rec.service_id in busy
             run = runs.get(row["last_run_id"][0]) if row.get("last_run_id") else None
             if run:
                 rec.last_run_name = run.get("name") or False

@@ -33,5 +33,5 @@ class MtsConnectorDelivery(models.TransientModel):
     last_status = fields.Integer(string="Last HTTP Status", readonly=True)
     last_error = fields.Text(readonly=True)
     next_attempt_at = fields.Datetime(string="Next Attempt", readonly=True)
-    service_create_date = fields.Datetime(string="Created on", readonly=True)
+    service_create_date = fields.Datetime(string="Received on", readonly=True)
     delivered_at = fields.Datetime(string="Delivered on", readonly=True)

@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
 """``mts.connector.run``: one window sent to MTS and tracked, as the service reports it."""
 
-from odoo import fields, models
+from odoo import _, fields, models
 
 from .connector_spec import RUN_STATES as STATES
 
@@ -31,6 +31,7 @@ class MtsConnectorRun(models.TransientModel):
         "next_attempt_at": "next_attempt_at",
         "mts_request_id": "mts_request_id",
         "mts_status": "mts_status",
+        "mts_endpoint": "mts_endpoint",
         "records_expected": "records_expected",
         "records_sent": "records_sent",
         "pages_done": "pages_done",
@@ -53,6 +54,7 @@ class MtsConnectorRun(models.TransientModel):
     next_attempt_at = fields.Datetime(string="Next Attempt", readonly=True)
     mts_request_id = fields.Char(string="MTS Request ID", readonly=True)
     mts_status = fields.Char(string="MTS Status", readonly=True)
+    mts_endpoint = fields.Char(string="MTS Endpoint", readonly=True)
     records_expected = fields.Integer(readonly=True)
     records_sent = fields.Integer(readonly=True)
     pages_done = fields.Integer(readonly=True)
@@ -64,3 +66,21 @@ class MtsConnectorRun(models.TransientModel):
     error_message = fields.Text(readonly=True)
     service_create_date = fields.Datetime(string="Queued on", readonly=True)
     done_date = fields.Datetime(string="Done on", readonly=True)
+
+    def action_cancel(self):
+        """Cancels these queued or retrying runs in the service, whatever the connector's
+        job status; the service refuses (a warning) runs MTS has taken already."""
+        self.mapped("connector_id")._check_may_act()
+        if self:
+            self.env["mts.connector.service"].call("mts.connector.run", "action_cancel", [self.mapped("service_id")])
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("MTS Connector"),
+                "message": _("Run cancelled."),
+                "type": "success",
+                "sticky": False,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }

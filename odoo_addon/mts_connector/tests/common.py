@@ -2,12 +2,18 @@
 """A recording double of the connector service, and the test case that installs it."""
 
 import copy
+import logging
+import os
+import time
+import unittest
 from contextlib import contextmanager
 from unittest.mock import patch
 
 from odoo.tests.common import TransactionCase
 
-from .. import service_errors
+from .. import client, service_errors
+
+_logger = logging.getLogger(__name__)
 
 MASK = "********"
 SECRETS = (
@@ -313,3 +319,89 @@ class MtsConnectorCase(TransactionCase):
 
     def create_connector(self, **values):
         return self.Connector.create(self.odk_vals(**values))
+
+
+#: The real systems the integration tier (scripts/real/run.sh) started for these tests.
+#: Unset (the plain Python suite, or odoo-bin run by hand): the tests that need them skip.
+REAL = {
+    "service_url": os.environ.get("MTSC_TEST_SERVICE_URL", ""),
+    "api_key": os.environ.get("MTSC_TEST_SERVICE_API_KEY", ""),
+    "mts_url": os.environ.get("MTSC_TEST_MTS_URL", ""),
+    "mts_partner_id": os.environ.get("MTSC_TEST_MTS_PARTNER_ID", ""),
+    "bin": os.environ.get("MTSC_TEST_BIN", ""),
+}
+def skip_without_real(reason):
+    """Skips a test that needs the real systems; under the integration tier
+    (MTSC_TEST_REQUIRE_REAL=1) a missing system is a failure, never a silent skip."""
+    if os.environ.get("MTSC_TEST_REQUIRE_REAL"):
+        raise RuntimeError(f"the integration tier requires it: {reason}")
+    raise unittest.SkipTest(reason)
+
+
+#: A local port nothing listens on (the discard port): MTS and ODK there make runs retry.
+CLOSED_URL = "http://127.0.0.1:9"
+
+
+def use_real_service(env, url=None):
+    """Points the addon at the real service (or at ``url``) for this transaction."""
+    params = env["ir.config_parameter"].sudo()
+    params.set_param("mts_connector.service_url", url or REAL["service_url"])
+    params.set_param("mts_connector.service_api_key", REAL["api_key"])
+    params.set_param("mts_connector.service_timeout", "10")
+    client.forget_logins()
+
+
+class RealServiceCase(TransactionCase):
+    """Connectors against the real mts-connector binary (no double)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not REAL["service_url"]:
+            skip_without_real("no real connector service: MTSC_TEST_SERVICE_URL is unset (scripts/real/run.sh)")
+        use_real_service(cls.env)
+        cls.Connector = cls.env["mts.connector"]
+
+    def service_call(self, model, method, *args, **kwargs):
+        return self.env["mts.connector.service"]._call_raw(model, method, list(args), kwargs)
+
+    def odk_vals(self, **values):
+        vals = {
+            "name": f"Real ODK {self._testMethodName}",
+            "mts_url": CLOSED_URL,
+            "input_type": "odk",
+            "is_recurring": "recurring",
+            "interval_minutes": 60,
+            "odk_base_url": CLOSED_URL,
+            "odk_odata_url": f"{CLOSED_URL}/v1/projects/1/forms/f.svc/Submissions",
+            "odk_email": "collector@example.org",
+            "odk_password": "odk-secret-pw",
+            "callback_url": "https://registry.example.org/api/v1/registry/individual",
+            "callback_authtype": "none",
+        }
+        vals.update(values)
+        return vals
+
+    def create_connector(self, **values):
+        connector = self.Connector.create(self.odk_vals(**values))
+        self.addCleanup(self._forget, connector.service_id)
+        return connector
+
+    def _forget(self, service_id):
+        """Stops and deletes the test's connector in the service (Odoo rolls back its own copy)."""
+        for method in ("action_stop", "unlink"):
+            try:
+                self.service_call("mts.connector", method, [service_id])
+            except service_errors.ServiceError as err:
+                _logger.info("clean-up: %s of connector %s refused (%s)", method, service_id, err.remote_name)
+
+    def wait_for(self, what, check, timeout=20.0):
+        """Polls ``check`` (against the service) until it answers something true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            time.sleep(0.2)

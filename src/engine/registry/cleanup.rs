@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{PARTNER, REG_ID, Registry, Stop, int_id, json_list, odoo, stopped};
-use crate::engine::Engine;
+use super::{PARTNER, REG_ID, Registry, Stop, int_id, json_list, odoo};
+use crate::engine::{Engine, life, runs};
 use crate::model::fields::Record;
 use crate::model::{connector, format_datetime, parse_datetime};
 use crate::store::StoreError;
@@ -59,12 +59,17 @@ pub async fn vid_cleanup_due(
     Ok(Some(next))
 }
 
-pub(super) async fn cleanup(engine: &Engine, run: Record, c: Record) -> Result<(), StoreError> {
-    let id = run.id;
+/// Runs (or resumes) clean-up run `id` to its end.
+pub async fn cleanup(engine: &Engine, id: u64) -> Result<(), StoreError> {
+    let Some(run) = engine.run(id) else { return Ok(()) };
+    let Some(c) = engine.store.get(connector::MODEL, runs::connector_id(&run)).map(|c| (*c).clone()) else {
+        return engine.cancel(id, "the connector was deleted").await;
+    };
     engine.update_run(id, |r| r.set("state", "submitting")).await?;
+    let attempts = run.int("attempts").unwrap_or(0) + 1;
     match cleanup_inner(engine, id, &c).await {
         Ok(()) => Ok(()),
-        Err(stop) => stopped(engine, id, stop).await,
+        Err(stop) => life::stopped(engine, id, attempts, stop).await,
     }
 }
 
@@ -106,7 +111,7 @@ async fn cleanup_inner(engine: &Engine, id: u64, c: &Record) -> Result<(), Stop>
         last = max;
         let n = doomed.len() as i64;
         engine
-            .update_run(id, |r| {
+            .update_run(id, move |r| {
                 r.set("last_id", last as i64);
                 r.set("vids_deleted", r.int("vids_deleted").unwrap_or(0) + n);
                 r.set("pages_done", r.int("pages_done").unwrap_or(0) + 1);
@@ -119,7 +124,7 @@ async fn cleanup_inner(engine: &Engine, id: u64, c: &Record) -> Result<(), Stop>
     }
     let deleted = engine.run(id).and_then(|r| r.int("vids_deleted")).unwrap_or(0);
     engine
-        .update_run(id, |r| {
+        .update_run(id, move |r| {
             if deleted > 0 {
                 r.set("state", "done");
                 r.set("error_message", format!("{deleted} VIDs of registrants holding a token deleted"));

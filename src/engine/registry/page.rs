@@ -2,7 +2,7 @@
 //! reading a page (`search_read` by id, then the page's VIDs in one call on
 //! `g2p.reg.id`) and turning each registrant into MTS `authdata`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use serde_json::{Map, Value, json};
@@ -51,12 +51,9 @@ pub fn authdata(
 
 /// A page read from the registry.
 pub(super) struct Page {
-    /// The registrant ids the request carries (after skipping those in flight).
+    /// The registrant ids the request carries.
     pub ids: Vec<u64>,
     pub authdata: Vec<Value>,
-    /// Rows Odoo answered (before skipping) and the largest id among them.
-    pub read: usize,
-    pub last_read: u64,
 }
 
 /// What the walk learned from the registry before its first page.
@@ -79,6 +76,12 @@ pub(super) async fn prepare(reg: &Registry<'_>) -> Result<Prepared, Stop> {
     Ok(Prepared { types })
 }
 
+/// Checks the registry user may read `g2p.reg.id` (the VIDs), so that a walk finds a
+/// missing right before it makes any page.
+pub(super) async fn check_vid_access(reg: &Registry<'_>) -> Result<(), Stop> {
+    fetch_vids(reg, &[]).await.map(drop)
+}
+
 /// The VID of each registrant of `ids`: one call on `g2p.reg.id`, the first by id.
 async fn fetch_vids(reg: &Registry<'_>, ids: &[u64]) -> Result<HashMap<u64, String>, Stop> {
     let domain = json!([["partner_id", "in", ids], ["id_type.name", "=", reg.vid_type]]);
@@ -92,21 +95,13 @@ async fn fetch_vids(reg: &Registry<'_>, ids: &[u64]) -> Result<HashMap<u64, Stri
     Ok(vids)
 }
 
-/// Reads `domain` (at most `limit` rows, by id), skips `skip`, and builds the authdata.
-pub(super) async fn read_rows(
-    reg: &Registry<'_>,
-    prepared: &Prepared,
-    domain: &Value,
-    limit: Option<u64>,
-    skip: &HashSet<u64>,
-) -> Result<Page, Stop> {
-    let rows = odoo()?.search_read(&reg.creds, PARTNER, domain, &reg.field_refs(), Some("id"), limit).await?;
-    let read = rows.len();
-    let last_read = rows.iter().filter_map(|r| int_id(&r["id"])).max().unwrap_or(0);
+/// Reads the registrants matching `domain` (by id) and builds their authdata.
+pub(super) async fn read_rows(reg: &Registry<'_>, prepared: &Prepared, domain: &Value) -> Result<Page, Stop> {
+    let rows = odoo()?.search_read(&reg.creds, PARTNER, domain, &reg.field_refs(), Some("id"), None).await?;
     let rows: Vec<Map<String, Value>> = rows
         .into_iter()
         .filter_map(|r| match r {
-            Value::Object(m) if int_id(&m["id"]).is_some_and(|id| !skip.contains(&id)) => Some(m),
+            Value::Object(m) if int_id(&m["id"]).is_some() => Some(m),
             _ => None,
         })
         .collect();
@@ -117,7 +112,7 @@ pub(super) async fn read_rows(
         .zip(&ids)
         .map(|(row, id)| authdata(row, &reg.fields, &prepared.types, vids.get(id).map(String::as_str)))
         .collect();
-    Ok(Page { ids, authdata, read, last_read })
+    Ok(Page { ids, authdata })
 }
 
 #[cfg(test)]

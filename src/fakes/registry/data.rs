@@ -88,6 +88,9 @@ pub(super) struct RegistryState {
     pub(super) refused_callbacks: usize,
     pub(super) fail_callbacks: usize,
     pub(super) unlinked: Vec<u64>,
+    /// `g2p.reg.id` `create` and `write` calls applied (direct registry write-back).
+    pub(super) reg_creates: usize,
+    pub(super) reg_writes: usize,
 }
 
 impl RegistryState {
@@ -112,6 +115,8 @@ impl RegistryState {
             refused_callbacks: 0,
             fail_callbacks: 0,
             unlinked: Vec::new(),
+            reg_creates: 0,
+            reg_writes: 0,
         }
     }
 }
@@ -173,6 +178,42 @@ impl RegistryState {
         self.next_reg_id += 1;
         list.push(RegId { id, id_type, value: value.into() });
         self.added_owner.insert(id, partner);
+    }
+
+    /// `g2p.reg.id.create({partner_id, id_type, value})` as OpenG2P 1.3 checks it: the
+    /// registrant and the type must exist, and a registrant holds one id per type
+    /// ("ID Type must be unique.", g2p_registry_base's constraint).
+    pub(super) fn create_reg_id(&mut self, vals: &Value) -> Result<u64, Value> {
+        use super::rpc::odoo_error;
+        let partner = number(&vals["partner_id"]).filter(|p| self.exists(*p)).ok_or_else(|| {
+            odoo_error(
+                "odoo.exceptions.ValidationError",
+                "The operation cannot be completed: partner_id is missing or unknown",
+            )
+        })?;
+        let tid = number(&vals["id_type"])
+            .filter(|t| ID_TYPES.iter().any(|(i, _)| i == t))
+            .ok_or_else(|| odoo_error("odoo.exceptions.ValidationError", "Missing required fields on ID Type"))?;
+        if self.ids_of(partner).iter().any(|(_, t, _)| *t == tid) {
+            return Err(odoo_error("odoo.exceptions.ValidationError", "ID Type must be unique."));
+        }
+        let value = vals["value"].as_str().unwrap_or_default().to_string();
+        let id = self.next_reg_id;
+        self.next_reg_id += 1;
+        self.added.entry(partner).or_default().push(RegId { id, id_type: tid, value });
+        self.added_owner.insert(id, partner);
+        self.reg_creates += 1;
+        Ok(id)
+    }
+
+    /// `g2p.reg.id.write([id], {value})` (an id added after start, or a generated VID).
+    pub(super) fn write_reg_id(&mut self, id: u64, value: &str) {
+        self.reg_writes += 1;
+        if let Some(owner) = self.added_owner.get(&id).copied()
+            && let Some(r) = self.added.get_mut(&owner).and_then(|l| l.iter_mut().find(|r| r.id == id))
+        {
+            r.value = value.into();
+        }
     }
 
     pub(super) fn partner_name(n: u64) -> String {

@@ -183,6 +183,35 @@ impl RegistryState {
                 }
                 Ok(Value::Object(out))
             }
+            "create" if model == "g2p.reg.id" => {
+                // One dict or a list of dicts, as Odoo 17's create takes.
+                let vals = arg(0, "vals_list");
+                let list = match &vals {
+                    Value::Array(items) => items.clone(),
+                    other => vec![other.clone()],
+                };
+                let mut ids = Vec::new();
+                for v in &list {
+                    ids.push(self.create_reg_id(v)?);
+                }
+                Ok(if vals.is_array() { json!(ids) } else { json!(ids[0]) })
+            }
+            "write" if model == "g2p.reg.id" => {
+                let ids = self.ids_arg(model, &arg(0, "ids"))?;
+                let vals = arg(1, "vals");
+                let unknown: Vec<&String> =
+                    vals.as_object().map(|m| m.keys().filter(|k| *k != "value").collect()).unwrap_or_default();
+                if !unknown.is_empty() {
+                    return Err(value_error(&format!("the fake registry writes only value, not {unknown:?}")));
+                }
+                let Some(value) = vals["value"].as_str() else {
+                    return Err(value_error("value must be a string"));
+                };
+                for id in ids {
+                    self.write_reg_id(id, value);
+                }
+                Ok(json!(true))
+            }
             "unlink" if model == "g2p.reg.id" => {
                 let ids = self.ids_arg(model, &arg(0, "ids"))?;
                 for id in ids {

@@ -1,0 +1,2 @@
+from . import mts_connector
+from . import res_config_settings
