@@ -54,11 +54,71 @@ async fn one(bin: &str, mode: &str, bulk: bool, n: usize) -> (f64, usize) {
     (n as f64 / secs, mts.submissions().len())
 }
 
+/// The relay's output-format cost per record: in this process (the baseline, as before
+/// the sandbox) and through the jq sandbox's worker processes, batched (`render_many`)
+/// and as the delivery tasks call it (64 concurrent `render` calls).
+async fn sandbox_cost(bin: &str, n: usize) -> Vec<(&'static str, f64)> {
+    use mts_connector::jq::sandbox::{Sandbox, SandboxConfig};
+    let format = r#"{"id": .input.__id, "vid": .output.vid, "token": .output.token}"#;
+    let records: Vec<String> = (0..n)
+        .map(|i| {
+            json!({"input": {"__id": format!("uuid:{i}"), "name": "Person", "vid": "4000000000000000"},
+                   "output": {"vid": "4000000000000000", "token": format!("tok-{i}"), "status": "SUCCESS"}})
+            .to_string()
+        })
+        .collect();
+    let program = mts_connector::jq::Program::compile(format).expect("compiles");
+    let t0 = Instant::now();
+    for r in &records {
+        let v: Value = serde_json::from_str(r).expect("json");
+        mts_connector::jq::render_callback(Some(&program), &v["input"], &v["output"]).expect("renders");
+    }
+    let in_process = n as f64 / t0.elapsed().as_secs_f64();
+    let sandbox = Sandbox::start(SandboxConfig { exe: bin.into(), workers: 2, ..SandboxConfig::default() });
+    // Warm the workers up (start and compile).
+    sandbox.render(format, &records[0]).await.expect("renders");
+    let t0 = Instant::now();
+    for chunk in records.chunks(1000) {
+        for out in sandbox.render_many(format, chunk).await {
+            out.expect("renders");
+        }
+    }
+    let batched = n as f64 / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(records.clone()));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (sandbox, queue) = (sandbox.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(r) = queue.lock().expect("queue").pop() else { return };
+                sandbox.render(format, &r).await.expect("renders");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let concurrent = n as f64 / t0.elapsed().as_secs_f64();
+    vec![
+        ("in this process, one record after the other (baseline: before the sandbox)", in_process),
+        ("sandbox, 2 workers, `render_many` batches of 1,000", batched),
+        ("sandbox, 2 workers, 64 concurrent `render` calls (as the delivery tasks)", concurrent),
+    ]
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let bin = args.next().unwrap_or_else(|| "target/release/mts-connector".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let costs = sandbox_cost(&bin, 20_000).await;
+    println!("| output format evaluation | records | records/s | µs per record | ratio to in-process |");
+    println!("|---|---|---|---|---|");
+    for (what, rate) in &costs {
+        println!("| {what} | 20000 | {rate:.0} | {:.1} | {:.2} |", 1e6 / rate, rate / costs[0].1);
+    }
+    println!();
     let (direct, direct_requests) = one(&bin, "direct", false, n).await;
     let (relay, relay_requests) = one(&bin, "relay", false, n).await;
     let (bulk, bulk_requests) = one(&bin, "relay", true, n).await;

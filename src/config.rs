@@ -47,10 +47,22 @@ pub enum Command {
     Import(ImportArgs),
     /// List the runs of one connector of a running service, newest first.
     Runs(RunsArgs),
+    /// Internal: a jq evaluation worker the service starts itself (see `jq::worker`).
+    #[command(name = "__jq-worker", hide = true)]
+    JqWorker(JqWorkerArgs),
     /// A fake ODK Central on 127.0.0.1 for the integration tier against the real MTS
     /// (scripts/real): prints one JSON line with its URLs, serves until SIGTERM.
     #[command(hide = true)]
     FakeOdk(FakeOdkArgs),
+}
+
+/// The limits the service gives a jq worker process.
+#[derive(Debug, Clone, Args)]
+pub struct JqWorkerArgs {
+    #[arg(long)]
+    pub cpu_seconds: u64,
+    #[arg(long)]
+    pub memory_bytes: u64,
 }
 
 /// `fake-odk`: one web user, one form, the submissions of a seed file.
@@ -215,6 +227,33 @@ pub struct ServeArgs {
     /// Seconds an Odoo session at a callback target may stay unused before the relay logs it out [default: 30]
     #[arg(long, env = "MTSC_RELAY_IDLE_LOGOUT_SECONDS")]
     pub relay_idle_logout_seconds: Option<f64>,
+    /// Most client connections open at once; a new one beyond it closes the longest-idle one (or waits) [default: 1000; lowered to fit the open-files limit]
+    #[arg(long, env = "MTSC_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a keep-alive connection may wait for its next request [default: 60]
+    #[arg(long, env = "MTSC_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: Option<f64>,
+    /// Seconds a client has to send a request's headers [default: 10]
+    #[arg(long, env = "MTSC_HEADER_TIMEOUT_SECONDS")]
+    pub header_timeout_seconds: Option<f64>,
+    /// Seconds a client has to send a request's body, once its headers arrived [default: 60]
+    #[arg(long, env = "MTSC_BODY_TIMEOUT_SECONDS")]
+    pub body_timeout_seconds: Option<f64>,
+    /// Seconds a web session (/web/session/authenticate) may stay unused before it expires [default: 3600]
+    #[arg(long, env = "MTSC_SESSION_IDLE_SECONDS")]
+    pub session_idle_seconds: Option<f64>,
+    /// Seconds a web session lasts at most, used or not [default: 86400]
+    #[arg(long, env = "MTSC_SESSION_MAX_SECONDS")]
+    pub session_max_seconds: Option<f64>,
+    /// Worker processes that evaluate relay output formats (jq) [default: 2]
+    #[arg(long, env = "MTSC_JQ_WORKERS")]
+    pub jq_workers: Option<usize>,
+    /// CPU seconds one record's output format may use before it fails [default: 1]
+    #[arg(long, env = "MTSC_JQ_CPU_SECONDS")]
+    pub jq_cpu_seconds: Option<u64>,
+    /// Memory (MiB of address space) of one jq worker process [default: 1024]
+    #[arg(long, env = "MTSC_JQ_MEMORY_MIB")]
+    pub jq_memory_mib: Option<u64>,
     /// Testing aid: how many seconds one minute of interval_minutes lasts [default: 60]
     #[arg(long, env = "MTSC_MINUTE_SECONDS", hide = true)]
     pub minute_seconds: Option<f64>,
@@ -253,6 +292,54 @@ struct FileConfig {
     relay_grace_seconds: Option<f64>,
     relay_failed_retention_days: Option<f64>,
     relay_idle_logout_seconds: Option<f64>,
+    max_connections: Option<usize>,
+    idle_timeout_seconds: Option<f64>,
+    header_timeout_seconds: Option<f64>,
+    body_timeout_seconds: Option<f64>,
+    session_idle_seconds: Option<f64>,
+    session_max_seconds: Option<f64>,
+    jq_workers: Option<usize>,
+    jq_cpu_seconds: Option<u64>,
+    jq_memory_mib: Option<u64>,
+}
+
+/// Connection, body, session and jq limits (see the README's "Limits and timeouts").
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Client connections open at once (lowered at start to fit `RLIMIT_NOFILE`).
+    pub max_connections: usize,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
+    /// A web session unused this long expires.
+    pub session_idle: Duration,
+    /// A web session expires this long after it was opened.
+    pub session_max: Duration,
+    /// Worker processes evaluating relay output formats.
+    pub jq_workers: usize,
+    /// CPU seconds one record's output format may use.
+    pub jq_cpu_seconds: u64,
+    /// Address space of one jq worker, in MiB.
+    pub jq_memory_mib: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1000,
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            session_idle: Duration::from_secs(3600),
+            session_max: Duration::from_secs(86_400),
+            jq_workers: 2,
+            jq_cpu_seconds: 1,
+            jq_memory_mib: 1024,
+        }
+    }
 }
 
 /// The resolved configuration of `serve`.
@@ -266,6 +353,7 @@ pub struct ServeConfig {
     pub api_key: Option<Secret>,
     pub log_format: LogFormat,
     pub engine: EngineConfig,
+    pub limits: Limits,
     /// The store's memory and what it keeps.
     pub store: StoreConfig,
 }
@@ -289,6 +377,8 @@ pub enum ConfigError {
     Seconds(&'static str),
     #[error("{0} must be at least 1")]
     AtLeastOne(&'static str),
+    #[error("{0} must be at least {1}")]
+    AtLeast(&'static str, u64),
     #[error("{0} must be a number of days, at least {1}")]
     Days(&'static str, f64),
 }
@@ -340,6 +430,7 @@ impl ServeArgs {
             api_login: self.api_login.or(file.api_login).unwrap_or_else(|| DEFAULT_API_LOGIN.into()),
             api_key: self.api_key.or(file.api_key).map(Secret::new),
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            limits: Limits::default(),
             store: StoreConfig::default(),
             engine: {
                 let d = EngineConfig::default();
@@ -428,6 +519,53 @@ impl ServeArgs {
                 }
             },
         };
+        let l = Limits::default();
+        let config = ServeConfig {
+            limits: Limits {
+                max_connections: at_least_one(
+                    "max-connections",
+                    self.max_connections.or(file.max_connections),
+                    l.max_connections,
+                )?,
+                idle_timeout: seconds(
+                    "idle-timeout-seconds",
+                    self.idle_timeout_seconds.or(file.idle_timeout_seconds),
+                    l.idle_timeout,
+                )?,
+                header_timeout: seconds(
+                    "header-timeout-seconds",
+                    self.header_timeout_seconds.or(file.header_timeout_seconds),
+                    l.header_timeout,
+                )?,
+                body_timeout: seconds(
+                    "body-timeout-seconds",
+                    self.body_timeout_seconds.or(file.body_timeout_seconds),
+                    l.body_timeout,
+                )?,
+                session_idle: seconds(
+                    "session-idle-seconds",
+                    self.session_idle_seconds.or(file.session_idle_seconds),
+                    l.session_idle,
+                )?,
+                session_max: seconds(
+                    "session-max-seconds",
+                    self.session_max_seconds.or(file.session_max_seconds),
+                    l.session_max,
+                )?,
+                jq_workers: at_least_one("jq-workers", self.jq_workers.or(file.jq_workers), l.jq_workers)?,
+                jq_cpu_seconds: at_least_one(
+                    "jq-cpu-seconds",
+                    self.jq_cpu_seconds.or(file.jq_cpu_seconds),
+                    l.jq_cpu_seconds,
+                )?,
+                jq_memory_mib: match self.jq_memory_mib.or(file.jq_memory_mib) {
+                    None => l.jq_memory_mib,
+                    Some(m) if m >= 64 => m,
+                    Some(_) => return Err(ConfigError::AtLeast("jq-memory-mib", 64)),
+                },
+            },
+            ..config
+        };
         let mut config = config;
         config.store = {
             let d = crate::store::retention::RetentionPolicy::default();
@@ -506,6 +644,14 @@ mod tests {
         assert_eq!(c.api_login, "admin");
         assert!(c.api_key.is_none());
         assert_eq!(c.log_format, LogFormat::Text);
+        let l = c.limits;
+        assert_eq!(l.max_connections, 1000);
+        assert_eq!(l.idle_timeout, Duration::from_secs(60));
+        assert_eq!(l.header_timeout, Duration::from_secs(10));
+        assert_eq!(l.body_timeout, Duration::from_secs(60));
+        assert_eq!(l.session_idle, Duration::from_secs(3600));
+        assert_eq!(l.session_max, Duration::from_secs(86_400));
+        assert_eq!((l.jq_workers, l.jq_cpu_seconds, l.jq_memory_mib), (2, 1, 1024));
         let e = &c.engine;
         assert_eq!((e.max_in_flight, e.max_per_mts), (64, 4));
         assert_eq!((e.poll_min, e.poll_max), (Duration::from_secs(1), Duration::from_secs(10)));
@@ -515,6 +661,22 @@ mod tests {
         assert_eq!(c.store.retention.run_max_age, Some(Duration::from_secs(90 * 86400)));
         assert_eq!(c.store.retention.deliveries_per_connector, 100_000);
         assert_eq!(c.store.retention.delivery_max_age, Duration::from_secs(30 * 86400));
+    }
+
+    #[test]
+    fn limits_come_from_flags_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "max_connections = 50\nsession_idle_seconds = 5\njq_memory_mib = 256\n").unwrap();
+        let c = parse(&["--config", file.to_str().unwrap(), "--max-connections", "7", "--body-timeout-seconds", "2.5"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.limits.body_timeout, Duration::from_millis(2500));
+        assert_eq!(c.limits.session_idle, Duration::from_secs(5));
+        assert_eq!(c.limits.jq_memory_mib, 256);
+        assert!(parse(&["--jq-memory-mib", "8"]).resolve().is_err());
+        assert!(parse(&["--max-connections", "0"]).resolve().is_err());
     }
 
     #[test]

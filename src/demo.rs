@@ -60,6 +60,7 @@ pub async fn run() -> Result<(), String> {
         api_key: Some(Secret::new(KEY)),
         log_format: LogFormat::Text,
         engine: EngineConfig { poll_min: Duration::from_millis(200), ..EngineConfig::default() },
+        limits: Default::default(),
         store: Default::default(),
     };
     let store = Arc::new(Store::open(&data_dir, MODELS).map_err(err)?);

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: command line, environment and TOML configuration.
 //! - [`secret`]: the redacted type every password, token and API key lives in.
+//! - [`scrub`]: the one scrubber of secrets from upstream texts before they are stored or logged.
 //! - [`store`]: the redb store: records, indexes, group commits, retention, migration.
 //! - [`model`]: field definitions, validation, domains and state machines (pure, no I/O).
 //! - [`jq`]: jq programs (jaq), compiled once, evaluated with MTS semantics.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod mts;
 pub mod relay;
+pub mod scrub;
 pub mod secret;
 pub mod server;
 pub mod store;

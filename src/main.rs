@@ -18,9 +18,24 @@ fn init_tracing(format: LogFormat, default: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A jq worker evaluates output formats for a running service: no runtime, no logging.
+    if let Command::JqWorker(args) = &cli.command {
+        let limits =
+            mts_connector::jq::worker::Limits { cpu_seconds: args.cpu_seconds, memory_bytes: args.memory_bytes };
+        return mts_connector::jq::worker::main(limits);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("mts-connector: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => match args.resolve() {
             Ok(config) => {
@@ -43,6 +58,7 @@ async fn main() -> std::process::ExitCode {
         operator @ (Command::Connectors(_) | Command::Import(_) | Command::Runs(_)) => {
             return mts_connector::cli::run(operator).await;
         }
+        Command::JqWorker(_) => Err("the jq worker runs without the async runtime".into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -65,6 +65,22 @@ fn json_field(rec: &Record, field: &str) -> Value {
     rec.str(field).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_else(|| json!({}))
 }
 
+/// The connector's extra callback headers as an object; their values are secrets
+/// (they often hold credentials), masked in previews.
+fn extra_headers(c: &Record, mode: Secrets) -> Value {
+    let parsed = crate::model::connector::extra_headers(c).and_then(|t| serde_json::from_str::<Value>(t).ok());
+    match (parsed, mode) {
+        (Some(Value::Object(mut map)), Secrets::Mask) => {
+            for v in map.values_mut() {
+                *v = Value::String(MASK.into());
+            }
+            Value::Object(map)
+        }
+        (Some(v @ Value::Object(_)), Secrets::Reveal) => v,
+        _ => json!({}),
+    }
+}
+
 /// The MTS request body for `connector` and `input`, at `now`.
 pub fn build_request(
     connector: &Record,
@@ -143,7 +159,7 @@ fn callback_properties(c: &Record, relay: Option<&RelayTarget>, secrets: Secrets
         "httpMethod": c.str("callback_httpmethod").unwrap_or("POST"),
         "timeoutSeconds": c.int("callback_timeout").unwrap_or(10),
         "callInBulk": in_bulk(c),
-        "extraHeaders": json_field(c, "callback_extra_headers"),
+        "extraHeaders": extra_headers(c, secrets),
         "authType": auth_type,
     });
     match auth_type {
@@ -259,9 +275,11 @@ mod tests {
     #[test]
     fn extra_headers_are_passed_as_an_object() {
         let mut c = connector("none");
-        c.set("callback_extra_headers", r#"{"Authorization": "Basic abc"}"#);
+        c.secrets.insert("callback_extra_headers".into(), Secret::new(r#"{"Authorization": "Basic abc"}"#));
         let body = odk(&c, Secrets::Reveal);
         assert_eq!(body["request"]["callbackProperties"]["extraHeaders"], json!({"Authorization": "Basic abc"}));
+        let preview = odk(&c, Secrets::Mask);
+        assert_eq!(preview["request"]["callbackProperties"]["extraHeaders"], json!({"Authorization": "********"}));
     }
 
     #[test]

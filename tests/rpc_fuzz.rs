@@ -5,6 +5,12 @@
 //! for a read with valid credentials, a well-formed result), and that the store is
 //! unchanged at the end.
 //!
+//! Classes aimed at the hardening limits ride along: hostile domains (thousands of
+//! `!`, `|` or leaves, deep alternations, long like patterns, long `in` lists) on every
+//! model, hostile jq programs and domains as connector values (on a write that is refused
+//! whole), ids jsonrpsee cannot echo (objects, arrays, booleans, fractions), oversized
+//! bodies, and odd or oversized headers.
+//!
 //! Reproduce a run with `MTSC_FUZZ_SEED=<seed>`; `MTSC_FUZZ_CASES` changes how many
 //! bodies are sent (default 1500).
 
@@ -41,6 +47,8 @@ struct Case {
     expect: Expect,
     /// The `id` the answer must echo, when the request has a valid one.
     id: Option<Value>,
+    /// Extra request headers.
+    headers: Vec<(String, String)>,
 }
 
 struct Gen {
@@ -124,6 +132,68 @@ impl Gen {
                 self.deep(depth)
             }
         }
+    }
+
+    /// A domain aimed at the parser's and evaluator's bounds.
+    fn hostile_domain(&mut self) -> String {
+        let field = *self.pick(&["id", "name", "state", "connector_id.name", "model", "key"]);
+        let leaf = |g: &mut Gen| {
+            let op = *g.pick(&["=", "!=", "like", "ilike", "=like", "not ilike", "in", "<", ">="]);
+            let value = match op {
+                "in" => format!(
+                    "[{}]",
+                    (0..g.rng.random_range(0..300)).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+                ),
+                "like" | "ilike" | "=like" | "not ilike" => {
+                    let unit = *g.pick(&["a", "_", "%", "ab_", "x%_"]);
+                    Value::String(unit.repeat(g.rng.random_range(0..300))).to_string()
+                }
+                _ => g.value(1),
+            };
+            format!("[\"{field}\",\"{op}\",{value}]")
+        };
+        let n = self.rng.random_range(1..3000);
+        let items: Vec<String> = match self.rng.random_range(0..6) {
+            0 => (0..n).map(|_| "\"!\"".to_string()).chain(std::iter::once(leaf(self))).collect(),
+            1 => (0..n).map(|_| "\"|\"".to_string()).chain((0..=n).map(|_| leaf(self))).collect(),
+            2 => {
+                let depth = self.rng.random_range(1..200);
+                let mut v = Vec::new();
+                for i in 0..depth {
+                    v.push(if i % 2 == 0 { "\"&\"".to_string() } else { "\"|\"".to_string() });
+                    v.push(leaf(self));
+                }
+                v.push(leaf(self));
+                v
+            }
+            3 => (0..self.rng.random_range(1..15_000)).map(|_| "[\"id\",\"!=\",1]".to_string()).collect(),
+            4 => {
+                // One long pattern, at and past the limit.
+                let n = self.rng.random_range(3000..6000);
+                vec![format!("[\"{field}\",\"ilike\",{}]", Value::String("a_%".repeat(n / 3)))]
+            }
+            _ => (0..self.rng.random_range(1..6)).map(|_| leaf(self)).collect(),
+        };
+        format!("[{}]", items.join(","))
+    }
+
+    /// A jq program aimed at the compiler's bounds.
+    fn hostile_program(&mut self) -> String {
+        let n = self.rng.random_range(1..3000);
+        let program = match self.rng.random_range(0..6) {
+            0 => format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+            1 => format!("1{}", "+1".repeat(n)),
+            2 => format!("{}1", "-".repeat(n)),
+            3 => format!("{}.", ". as $x | ".repeat(n.min(800))),
+            4 => "def f: [f]; f".to_string(),
+            _ => {
+                let tokens = [
+                    "(", ")", "[", "]", "{", "}", "|", ".", "..", "\\(", "\"", "if", "reduce", "def f:", ";", "1", "$x",
+                ];
+                (0..n).map(|_| *self.pick(&tokens)).collect::<Vec<_>>().join(" ")
+            }
+        };
+        Value::String(program).to_string()
     }
 
     /// An object of values with field names that do not exist (plus random others).
@@ -248,12 +318,15 @@ impl Gen {
         if self.chance(0.2) {
             fields.push(format!("\"x_unknown\":{}", self.value(2)));
         }
-        let notification = id_text.is_none() || (id.is_none() && id_text.is_some());
         if !version_ok || !method_ok {
             expect = Expect::Error;
         }
-        if notification && version_ok {
+        if id_text.is_none() && version_ok {
             expect = Expect::Nothing;
+        }
+        // An id jsonrpsee cannot echo gets an "Invalid request" error (id null).
+        if id_text.is_some() && id.is_none() {
+            expect = Expect::Error;
         }
         let mut order: Vec<usize> = (0..fields.len()).collect();
         if self.chance(0.3) {
@@ -270,8 +343,77 @@ impl Gen {
             path: "/jsonrpc".into(),
             expect,
             id,
+            headers: Vec::new(),
         };
-        match self.rng.random_range(0..20) {
+        let kw = |model: &str, method: &str, args: String, kwargs: &str| {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"method\":\"call\",\"id\":7,\"params\":{{\"service\":\"object\",\"method\":\"execute_kw\",\"args\":[\"{DB}\",2,\"{API_KEY}\",\"{model}\",\"{method}\",{args},{kwargs}]}}}}"
+            )
+        };
+        match self.rng.random_range(0..26) {
+            // A hostile domain on any model: a result or an Odoo error, never a crash.
+            20 | 21 => {
+                let model = *self.pick(MODELS);
+                let method = *self.pick(&["search", "search_read", "search_count", "name_search"]);
+                let args = if method == "name_search" {
+                    format!("[{}]", Value::String("%_".repeat(self.rng.random_range(0..3000))))
+                } else {
+                    format!("[{}]", self.hostile_domain())
+                };
+                rpc(kw(model, method, args, "{}"), Expect::Any, Some(json!(7)))
+            }
+            // A hostile program or domain as a connector value, on a write refused whole
+            // (its registry domain is not JSON, checked after the output format).
+            22 => {
+                let vals = match self.rng.random_range(0..3) {
+                    0 => format!("{{\"output_format\":{},\"g2p_search_domain\":\"[bad\"}}", self.hostile_program()),
+                    1 => format!("{{\"g2p_search_domain\":{}}}", Value::String(self.hostile_domain())),
+                    _ => format!(
+                        "{{\"vid_delete_search_domain\":{},\"mapping\":\"[\"}}",
+                        Value::String(self.hostile_domain())
+                    ),
+                };
+                let vals = if vals.contains("g2p_search_domain\":\"[") && !vals.contains("[bad") {
+                    // A valid hostile domain would be stored: make the write fail after it.
+                    vals.replacen('{', "{\"mapping\":\"[\",", 1)
+                } else {
+                    vals
+                };
+                rpc(kw("mts.connector", "write", format!("[[1],{vals}]"), "{}"), Expect::Error, Some(json!(7)))
+            }
+            // A read of one id repeated many times: a result or the answer-size error.
+            23 => {
+                let ids: Vec<String> = (0..self.rng.random_range(1..20_000)).map(|_| "1".to_string()).collect();
+                let (method, kwargs) = *self.pick(&[("read", "{\"fields\":[\"name\"]}"), ("name_get", "{}")]);
+                rpc(kw("mts.connector", method, format!("[[{}]]", ids.join(",")), kwargs), Expect::Any, Some(json!(7)))
+            }
+            // Odd or oversized headers.
+            24 => {
+                let (text, expect, id) = self.envelope();
+                let mut case = rpc(text, expect, id);
+                for _ in 0..self.rng.random_range(1..120) {
+                    let name = format!("x-fuzz-{}", self.rng.random_range(0..100_000));
+                    let value: String = (0..self.rng.random_range(0..200))
+                        .map(|_| self.rng.random_range(b' '..=b'~') as char)
+                        .collect();
+                    case.headers.push((name, value));
+                }
+                if self.chance(0.3) {
+                    case.headers.push((
+                        "cookie".into(),
+                        format!("session_id={}", "a".repeat(self.rng.random_range(1..20_000))),
+                    ));
+                }
+                if self.chance(0.3) {
+                    case.headers.push((
+                        "authorization".into(),
+                        format!("Bearer {}", "b".repeat(self.rng.random_range(1..5000))),
+                    ));
+                }
+                case
+            }
+            // A body over the limit.
+            25 => rpc(format!("[{}]", "1,".repeat(self.rng.random_range(600_000..900_000)) + "1"), Expect::Error, None),
             // Random bytes.
             0 => {
                 let n = self.rng.random_range(0..300);
@@ -285,6 +427,7 @@ impl Gen {
                     path: "/jsonrpc".into(),
                     expect: Expect::Error,
                     id: None,
+                    headers: Vec::new(),
                 }
             }
             // A valid envelope cut short.
@@ -314,6 +457,7 @@ impl Gen {
                     path: "/jsonrpc".into(),
                     expect: Expect::Error,
                     id: None,
+                    headers: Vec::new(),
                 }
             }
             // Web endpoints: no session, wrong passwords.
@@ -341,6 +485,7 @@ impl Gen {
                     path,
                     expect: Expect::Error,
                     id: Some(json!(id)),
+                    headers: Vec::new(),
                 }
             }
             _ => {
@@ -407,24 +552,51 @@ async fn random_bodies_get_well_formed_errors_and_change_nothing() {
     let http = reqwest::Client::builder().no_proxy().build().expect("client");
     let mut g = Gen { rng: StdRng::seed_from_u64(seed) };
     let mut statuses = BTreeSet::new();
+    let mut oversized_unanswered = 0;
     // How far the bodies got: to Odoo's dispatch (an Odoo exception), or to a result.
     let (mut odoo_errors, mut results) = (0, 0);
     for n in 0..cases {
         let case = g.case();
         let shown = String::from_utf8_lossy(&case.body[..case.body.len().min(400)]).into_owned();
-        let ctx = || format!("seed {seed}, case {n}, {} {:?}: {shown}", case.path, case.expect);
-        let resp = http
-            .post(format!("{}{}", svc.url(), case.path))
-            .header("content-type", case.content_type)
-            .body(case.body.clone())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("no answer ({e}); {}\nlog:\n{}", ctx(), svc.log()));
+        let header_bytes: usize = case.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let ctx = || {
+            format!(
+                "seed {seed}, case {n}, {} {:?}, {} extra headers ({header_bytes} bytes): {shown}",
+                case.path,
+                case.expect,
+                case.headers.len()
+            )
+        };
+        let mut req = http.post(format!("{}{}", svc.url(), case.path)).header("content-type", case.content_type);
+        for (k, v) in &case.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = match req.body(case.body.clone()).send().await {
+            Ok(resp) => resp,
+            // A body over the limit is refused (413) before it is read, and the connection
+            // closed: a client still sending may see the close before the answer.
+            Err(_) if case.body.len() > 1 << 20 => {
+                oversized_unanswered += 1;
+                continue;
+            }
+            Err(e) => panic!("no answer ({e}); {}\nlog:\n{}", ctx(), svc.log()),
+        };
         let status = resp.status().as_u16();
         statuses.insert(status);
         let text = resp.text().await.expect("body");
         if status == 415 {
             assert_eq!(case.content_type, "text/plain", "{}", ctx());
+            continue;
+        }
+        if status == 431 {
+            // Headers too large for the server: refused before anything ran.
+            assert!(!case.headers.is_empty(), "{}", ctx());
+            continue;
+        }
+        if status == 413 {
+            assert!(case.body.len() > 1 << 20, "HTTP 413 for a small body; {}", ctx());
+            let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("413 not JSON ({e}); {}", ctx()));
+            assert!(answer["error"]["code"].is_i64(), "{}", ctx());
             continue;
         }
         assert!(status == 200 || status == 400, "HTTP {status} {text}; {}", ctx());
@@ -445,6 +617,7 @@ async fn random_bodies_get_well_formed_errors_and_change_nothing() {
             assert_eq!(answer["error"]["code"], -32700, "only parse errors are HTTP 400: {text}; {}", ctx());
         }
     }
+    eprintln!("{oversized_unanswered} oversized bodies were closed on before their 413 was read");
     // One oversized body: HTTP 413 with a JSON-RPC error.
     let big = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"call\",\"id\":1,\"params\":\"{}\"}}", "x".repeat(1 << 20));
     let resp =

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tower::Service;
 
 use super::error::OdooError;
-use super::{App, health, methods, version};
+use super::{App, body, health, methods, version};
 use crate::metrics::METRICS;
 
 /// Largest request body accepted (larger: HTTP 413 with a JSON-RPC error).
@@ -121,13 +121,21 @@ fn json_response(status: StatusCode, body: Value) -> Response<HttpBody> {
 
 /// The jsonrpsee service configuration: HTTP only, 1 MiB bodies.
 pub fn service_builder() -> TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity> {
-    let config = ServerConfig::builder().http_only().max_request_body_size(MAX_BODY).max_connections(10_000).build();
+    // Connections are limited by the accept loop; answers are bounded while they are
+    // built (`orm::AnswerBudget`), this is the backstop.
+    let config = ServerConfig::builder()
+        .http_only()
+        .max_request_body_size(MAX_BODY)
+        .max_response_body_size(super::orm::MAX_ANSWER as u32)
+        .max_connections(10_000)
+        .build();
     jsonrpsee::server::Server::builder().set_config(config).to_service_builder()
 }
 
-/// `POST /relay/{run_id}`: a callback from MTS for a relay-mode run.
-async fn relay(app: &App, run: &str, req: Request<Incoming>) -> Response<HttpBody> {
-    use http_body_util::BodyExt;
+/// `POST /relay/{run_id}`: a callback from MTS for a relay-mode run. The run and its
+/// bearer token are checked, and a declared `Content-Length` over the limit refused,
+/// before a byte of the body is read.
+async fn relay(app: &App, run: &str, body_timeout: std::time::Duration, req: Request<Incoming>) -> Response<HttpBody> {
     let reply = |status: StatusCode, message: &str| json_response(status, json!({"error": message}));
     if req.method() != Method::POST && req.method() != Method::PUT {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "POST a callback here");
@@ -139,37 +147,155 @@ async fn relay(app: &App, run: &str, req: Request<Incoming>) -> Response<HttpBod
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let limit = app.engine.relay.config.max_body;
-    let body = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return reply(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {limit} bytes"));
-        }
-        Err(_) => return reply(StatusCode::BAD_REQUEST, "the body could not be read"),
+    let refuse = |e: crate::relay::intake::IntakeError| {
+        tracing::debug!(run_id, error = %e, "relay call refused");
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        reply(status, &e.to_string())
     };
-    match app.engine.relay_receive(run_id, bearer.as_deref(), &body).await {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = app.engine.relay_authorize(run_id, bearer.as_deref()) {
+        body::linger(body);
+        return refuse(e);
+    }
+    let limit = app.engine.relay.config.max_body;
+    let (bytes, _memory) = match body::read(body, &parts.headers, limit, body_timeout).await {
+        Ok(read) => read,
+        Err(e) => return reply(e.status(), &e.to_string()),
+    };
+    match app.engine.relay_receive(run_id, bearer.as_deref(), &bytes).await {
         Ok(r) => json_response(StatusCode::OK, json!({"stored": r.stored, "duplicates": r.duplicates})),
-        Err(e) => {
-            tracing::debug!(run_id, error = %e, "relay call refused");
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            reply(status, &e.to_string())
-        }
+        Err(e) => refuse(e),
     }
 }
 
-/// Handles one HTTP request, counted by route and status.
+/// The JSON-RPC answer to a body that could not be read: 413 (too large), 408 (too slow),
+/// 503 (no memory for it now) or 400.
+fn rpc_body_error(e: &body::BodyError) -> Response<HttpBody> {
+    let error = match e {
+        body::BodyError::TooLarge(limit) => {
+            jsonrpsee::types::error::reject_too_big_request(u32::try_from(*limit).unwrap_or(u32::MAX))
+        }
+        other => ErrorObjectOwned::owned(jsonrpsee::types::error::INVALID_REQUEST_CODE, other.to_string(), None::<()>),
+    };
+    json_response(e.status(), json!({"jsonrpc": "2.0", "id": null, "error": error}))
+}
+
+/// The answer to a single JSON-RPC request whose `id` is neither a string, a
+/// non-negative integer nor null: jsonrpsee would take it for a notification and answer
+/// nothing, so it gets a well-formed "Invalid request" here (HTTP 200, id null).
+fn invalid_id_answer(body: &[u8]) -> Option<Response<HttpBody>> {
+    let bad = match serde_json::from_slice::<IdProbe>(body) {
+        Ok(probe) => probe.id.bad,
+        // Valid JSON whose id does not even parse as a value (`1e400`): bad too. Anything
+        // else (not an object, not JSON) is jsonrpsee's to answer.
+        Err(_) => serde_json::from_slice::<PresenceProbe>(body).is_ok_and(|p| p.id.is_some()),
+    };
+    if !bad {
+        return None;
+    }
+    let error = ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INVALID_REQUEST_CODE,
+        "Invalid request: the id must be a string, a non-negative integer or null",
+        None::<()>,
+    );
+    Some(json_response(StatusCode::OK, json!({"jsonrpc": "2.0", "id": null, "error": error})))
+}
+
+/// The one field of a request object the probe looks at (every other is skipped).
+#[derive(serde::Deserialize)]
+struct IdProbe {
+    #[serde(default)]
+    id: IdKind,
+}
+
+/// Whether a request object has an `id` at all (skipping its value unparsed).
+#[derive(serde::Deserialize)]
+struct PresenceProbe {
+    #[serde(default)]
+    id: Option<serde::de::IgnoredAny>,
+}
+
+/// Whether an `id` is one jsonrpsee cannot answer to.
+#[derive(Default)]
+struct IdKind {
+    bad: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for IdKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = IdKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC id")
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IdKind, E> {
+                Ok(IdKind { bad: false })
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<IdKind, E> {
+                Ok(IdKind { bad: v < 0 })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IdKind, E> {
+                Ok(IdKind { bad: true })
+            }
+            fn visit_str<E>(self, _: &str) -> Result<IdKind, E> {
+                Ok(IdKind { bad: false })
+            }
+            fn visit_unit<E>(self) -> Result<IdKind, E> {
+                Ok(IdKind { bad: false })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IdKind, E> {
+                Ok(IdKind { bad: true })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<IdKind, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdKind { bad: true })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<IdKind, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IdKind { bad: true })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// Handles one HTTP request, counted by route and status. `body_timeout` bounds how long
+/// its body may take to arrive.
 pub async fn handle(
     app: Arc<App>,
     builder: TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity>,
     methods: jsonrpsee::Methods,
     stop: StopHandle,
+    body_timeout: std::time::Duration,
     req: Request<Incoming>,
 ) -> Result<Response<HttpBody>, Infallible> {
     let started = Instant::now();
     let route = crate::metrics::route_label(req.uri().path());
-    let resp = route_request(app, builder, methods, stop, req).await;
-    if let Ok(r) = &resp {
+    let has_body = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    // No route takes a body larger than the relay's: refused before routing, so a new
+    // route cannot forget it.
+    let largest = app.engine.relay.config.max_body.max(MAX_BODY as usize) as u64;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut resp = if declared.is_some_and(|n| n > largest) {
+        let rpc = is_rpc_path(req.uri().path());
+        body::linger(req.into_body());
+        Ok(if rpc {
+            rpc_body_error(&body::BodyError::TooLarge(MAX_BODY as usize))
+        } else {
+            json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": format!("body larger than {largest} bytes")}))
+        })
+    } else {
+        route_request(app, builder, methods, stop, body_timeout, req).await
+    };
+    if let Ok(r) = &mut resp {
         METRICS.http_request(route, r.status().as_u16(), started.elapsed());
+        // A refused request's body may not have been read (that is the point of refusing
+        // it early): the connection cannot carry another request, so say it closes.
+        if has_body && (r.status().is_client_error() || r.status().is_server_error()) {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
     resp
 }
@@ -179,6 +305,7 @@ async fn route_request(
     builder: TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity>,
     methods: jsonrpsee::Methods,
     stop: StopHandle,
+    body_timeout: std::time::Duration,
     mut req: Request<Incoming>,
 ) -> Result<Response<HttpBody>, Infallible> {
     let path = req.uri().path().to_string();
@@ -212,11 +339,19 @@ async fn route_request(
         return Ok(resp);
     }
     if let Some(run) = path.strip_prefix("/relay/") {
-        return Ok(relay(&app, run, req).await);
+        return Ok(relay(&app, run, body_timeout, req).await);
     }
     // Odoo's XML-RPC external API: its own module, over the same dispatch as /jsonrpc.
     if path == "/xmlrpc" || path.starts_with("/xmlrpc/") {
-        return Ok(super::xmlrpc::handle(&app, req).await);
+        // Read here within the bounds every route has (size, time, body memory); the
+        // XML-RPC handler applies its own 1 MiB limit (a 413 fault) to what was read.
+        let (parts, body) = req.into_parts();
+        return Ok(match body::read(body, &parts.headers, 2 * MAX_BODY as usize, body_timeout).await {
+            Ok((bytes, _memory)) => {
+                super::xmlrpc::handle(&app, Request::from_parts(parts, http_body_util::Full::new(bytes))).await
+            }
+            Err(e) => json_response(e.status(), json!({"error": e.to_string()})),
+        });
     }
     if !is_rpc_path(&path) {
         return Ok(json_response(StatusCode::NOT_FOUND, json!({"error": format!("no route {path}")})));
@@ -228,6 +363,17 @@ async fn route_request(
     }
     let ctx = RequestCtx { session: session_cookie(&req), new_session: new_session_id(), path };
     req.extensions_mut().insert(ctx.clone());
+    // The body is read here, bounded in size, time and memory, before jsonrpsee sees it.
+    let (parts, body) = req.into_parts();
+    let limit = MAX_BODY as usize;
+    let (bytes, _memory) = match body::read(body, &parts.headers, limit, body_timeout).await {
+        Ok(read) => read,
+        Err(e) => return Ok(rpc_body_error(&e)),
+    };
+    if let Some(answer) = invalid_id_answer(&bytes) {
+        return Ok(answer);
+    }
+    let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
     let mut svc = builder.build(methods, stop);
     let mut resp = match svc.call(req).await {
         Ok(resp) => resp,

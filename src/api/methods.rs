@@ -77,8 +77,38 @@ pub async fn call_kw(app: &App, params: &Value) -> Result<Value, OdooError> {
     call(app, model, method, args, kwargs).await
 }
 
+/// The methods that may take CPU time: reads scan many records, writes validate (compile
+/// jq, parse domains); they run off the async workers ([`super::blocking`]).
+const HEAVY: &[&str] = &[
+    "fields_get",
+    "default_get",
+    "search",
+    "search_count",
+    "search_read",
+    "read",
+    "name_get",
+    "name_search",
+    "preview_mts_request",
+    "create",
+    "write",
+    "copy",
+];
+
 /// One model method.
 pub async fn call(
+    app: &App,
+    model: &str,
+    method: &str,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<Value, OdooError> {
+    if HEAVY.contains(&method) {
+        return super::blocking::run(dispatch(app, model, method, args, kwargs)).await;
+    }
+    dispatch(app, model, method, args, kwargs).await
+}
+
+async fn dispatch(
     app: &App,
     model: &str,
     method: &str,
@@ -116,7 +146,7 @@ pub async fn call(
                 a.opt_usize(2, "limit")?,
                 a.opt_str(3, "order")?,
             )?;
-            hits.iter().map(|r| Value::from(r.id)).collect()
+            orm::AnswerBudget::default().collect(hits.iter().map(|r| Ok(Value::from(r.id))))?
         }
         "search_read" => {
             let fields = a.fields(1, "fields")?;
@@ -129,12 +159,12 @@ pub async fn call(
                 a.opt_usize(3, "limit")?,
                 a.opt_str(4, "order")?,
             )?;
-            hits.iter().map(|r| reader.render(r, fields.as_deref())).collect::<Result<Vec<_>, _>>()?.into()
+            orm::AnswerBudget::default().collect(hits.iter().map(|r| reader.render(r, fields.as_deref())))?
         }
         "read" => reader.read(&a.ids(0, "ids")?, a.fields(1, "fields")?.as_deref())?.into(),
         "name_get" => {
             let recs = reader.records(&a.ids(0, "ids")?)?;
-            recs.iter().map(|r| json!([r.id, orm::display_name(def, r)])).collect()
+            orm::AnswerBudget::default().collect(recs.iter().map(|r| Ok(json!([r.id, orm::display_name(def, r)]))))?
         }
         "name_search" => {
             let name = a.opt_str(0, "name")?.unwrap_or_default();
@@ -142,7 +172,7 @@ pub async fn call(
             let field = def.rec_name.unwrap_or("id");
             let domain = json!([[field, "ilike", name]]);
             let hits = reader.search(Some(&domain), 0, limit, None)?;
-            hits.iter().map(|r| json!([r.id, orm::display_name(def, r)])).collect()
+            orm::AnswerBudget::default().collect(hits.iter().map(|r| Ok(json!([r.id, orm::display_name(def, r)]))))?
         }
         "create" => {
             let input = a.get(0, "vals_list").or_else(|| a.get(0, "vals"));
@@ -282,7 +312,8 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
             let recs = records(&reader, a)?;
             let start = a.opt_str(1, "window_start")?.map(parse_datetime).transpose().map_err(OdooError::Value)?;
             let end = a.opt_str(2, "window_end")?.map(parse_datetime).transpose().map_err(OdooError::Value)?;
-            let mut out = Vec::with_capacity(recs.len());
+            let mut out = Vec::new();
+            let mut budget = orm::AnswerBudget::default();
             for rec in recs {
                 let (next_start, next_end) = app.engine.next_window(&rec, now);
                 let (ws, we) = (start.unwrap_or(next_start), end.unwrap_or(next_end));
@@ -293,7 +324,9 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
                     Some("custom") => crate::mts::Input::Records(&[]),
                     _ => crate::mts::Input::Odk { start: ws, end: we },
                 };
-                out.push(crate::mts::build_request(&rec, input, None, crate::mts::Secrets::Mask, now));
+                let request = crate::mts::build_request(&rec, input, None, crate::mts::Secrets::Mask, now);
+                budget.charge(&request)?;
+                out.push(request);
             }
             Ok(if out.len() == 1 { out.remove(0) } else { Value::Array(out) })
         }
@@ -366,13 +399,20 @@ fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
         .transpose()
         .map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?;
     let ids_arg = if method == "read" { Some(a.ids(0, "ids")?) } else { None };
-    let hits: Vec<&Value> = rows
-        .iter()
-        .filter(|r| {
-            domain.as_ref().is_none_or(|d| d.matches(&|f| vec![r.get(f).cloned().unwrap_or(Value::Bool(false))]))
-        })
-        .filter(|r| ids_arg.as_ref().is_none_or(|ids| r["id"].as_u64().is_some_and(|id| ids.contains(&id))))
-        .collect();
+    let mut budget = crate::model::domain::Budget::new(crate::model::domain::SEARCH_BUDGET);
+    let mut hits: Vec<&Value> = Vec::new();
+    for r in &rows {
+        let get = |f: &str| vec![r.get(f).cloned().unwrap_or(Value::Bool(false))];
+        let matched = match &domain {
+            Some(d) => {
+                d.matches_within(&get, &mut budget).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?
+            }
+            None => true,
+        };
+        if matched && ids_arg.as_ref().is_none_or(|ids| r["id"].as_u64().is_some_and(|id| ids.contains(&id))) {
+            hits.push(r);
+        }
+    }
     match method {
         "search" => Ok(hits.iter().map(|r| r["id"].clone()).collect()),
         "search_count" => Ok(Value::from(hits.len())),

@@ -25,8 +25,69 @@ pub fn model_def(name: &str) -> Option<&'static ModelDef> {
     models().iter().copied().find(|m| m.name == name)
 }
 
+/// The largest answer a call may build, in bytes of JSON (the envelope adds a few).
+pub const MAX_ANSWER: usize = 10 << 20;
+
+/// Counts the size of an answer while it is built, so a call stops as soon as its answer
+/// passes [`MAX_ANSWER`] instead of building it whole first.
+pub struct AnswerBudget {
+    left: usize,
+}
+
+impl Default for AnswerBudget {
+    fn default() -> Self {
+        // Room for the JSON-RPC envelope around the result.
+        AnswerBudget { left: MAX_ANSWER - 4096 }
+    }
+}
+
+impl AnswerBudget {
+    /// Counts `part` (one element of the answer); an error once the answer is too large.
+    pub fn charge(&mut self, part: &Value) -> Result<(), OdooError> {
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut size = Counter(1);
+        // Writing to a counter cannot fail.
+        let _ = serde_json::to_writer(&mut size, part);
+        match self.left.checked_sub(size.0) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(OdooError::Value(format!(
+                "The answer would be larger than {MAX_ANSWER} bytes: ask for fewer records or fields at a time (limit and offset)"
+            ))),
+        }
+    }
+
+    /// Collects `parts`, charging each as it comes.
+    pub fn collect(&mut self, parts: impl Iterator<Item = Result<Value, OdooError>>) -> Result<Value, OdooError> {
+        let mut out = Vec::new();
+        for part in parts {
+            let part = part?;
+            self.charge(&part)?;
+            out.push(part);
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+/// Ids named in an error message at most; more are counted.
+const MAX_IDS_SHOWN: usize = 20;
+
 pub fn missing(model: &ModelDef, ids: &[u64]) -> OdooError {
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let mut list: Vec<String> = ids.iter().take(MAX_IDS_SHOWN).map(u64::to_string).collect();
+    if ids.len() > MAX_IDS_SHOWN {
+        list.push(format!("and {} more", ids.len() - MAX_IDS_SHOWN));
+    }
     OdooError::Missing(format!(
         "Record does not exist or has been deleted.\n(Record: {}({},), User: 2)",
         model.name,
@@ -220,13 +281,25 @@ impl Reader<'_> {
         mut f: impl FnMut(Arc<Record>) -> ControlFlow<()>,
     ) -> Result<(), OdooError> {
         let model = self.model.name;
+        // The domain's evaluation is charged to one budget for the whole search.
+        let mut budget = domain::Budget::new(domain::SEARCH_BUDGET);
+        let expensive = std::cell::Cell::new(None);
+        let check = || expensive.get().map_or(Ok(()), |e| Err(OdooError::Value(format!("Invalid domain: {e}"))));
         let mut test = |rec: Arc<Record>| {
             let get = |field: &str| self.path_values(&rec, field);
-            if domain.matches(&get) { f(rec) } else { ControlFlow::Continue(()) }
+            match domain.matches_within(&get, &mut budget) {
+                Ok(true) => f(rec),
+                Ok(false) => ControlFlow::Continue(()),
+                Err(e) => {
+                    expensive.set(Some(e));
+                    ControlFlow::Break(())
+                }
+            }
         };
         let store_err = |e: crate::store::StoreError| OdooError::from(e);
         let Some((index, prefixes)) = self.index_for(domain).filter(|_| self.store.on_disk(model)) else {
-            return self.store.scan(model, desc, test).map_err(store_err);
+            let scanned = self.store.scan(model, desc, test).map_err(store_err);
+            return scanned.and_then(|()| check());
         };
         // One id-ordered stream per prefix (`connector_id in [..]` has several), merged.
         let mut streams = Vec::with_capacity(prefixes.len());
@@ -251,7 +324,7 @@ impl Reader<'_> {
                     None => {}
                 }
             }
-            let Some((i, id)) = best else { return Ok(()) };
+            let Some((i, id)) = best else { return check() };
             streams[i].next();
             if last == Some(id) {
                 continue;
@@ -260,7 +333,7 @@ impl Reader<'_> {
             if let Some(rec) = self.store.try_get(model, id).map_err(store_err)?
                 && test(rec).is_break()
             {
-                return Ok(());
+                return check();
             }
         }
     }
@@ -353,10 +426,16 @@ impl Reader<'_> {
             self.check_fields(fields)?;
         }
         let mut absent = Vec::new();
-        let mut out = Vec::with_capacity(ids.len());
+        let mut out = Vec::new();
+        let mut budget = AnswerBudget::default();
         for id in ids {
             match self.store.get(self.model.name, *id) {
-                Some(rec) => out.push(self.render(&rec, fields)?),
+                Some(rec) if absent.is_empty() => {
+                    let row = self.render(&rec, fields)?;
+                    budget.charge(&row)?;
+                    out.push(row);
+                }
+                Some(_) => {}
                 None => absent.push(*id),
             }
         }

@@ -247,6 +247,7 @@ impl Engine {
             let _guard = self.store.write_lock();
             let mut run = new_run(self.store.next_id(MODEL)?, connector, trigger, start, end, &now);
             extra(&mut run);
+            crate::scrub::run_record(&self.store, &mut run);
             self.store.put(MODEL, run.clone())?;
             index_run(&mut self.index(), &run, place_of(&self.store, &run));
             run
@@ -344,6 +345,7 @@ impl Engine {
                 };
                 let mut run = (*old).clone();
                 change(&mut run);
+                crate::scrub::run_record(&self.store, &mut run);
                 if is_terminal(&old) && !is_terminal(&run) {
                     // An ended run stays ended (e.g. cancelled by a stop while its task was
                     // waiting): the caller sees the stored state and stops.
@@ -463,6 +465,8 @@ impl Engine {
             closed.set("next_attempt_at", Value::Null);
             closed.set("done_date", now.clone());
             closed.set("write_date", now.clone());
+            crate::scrub::run_record(&self.store, &mut retry);
+            crate::scrub::run_record(&self.store, &mut closed);
             self.store.put_all(MODEL, vec![retry.clone(), closed.clone()])?;
             let mut index = self.index();
             index_run(&mut index, &retry, place_of(&self.store, &retry));

@@ -59,6 +59,16 @@ impl Recorded {
     }
 }
 
+/// The request as one line of JSON (method, path, query, every header, the body as
+/// text), headers first: what an echoing server puts in its error answer, the way a
+/// misconfigured proxy or a verbose framework repeats the request it refused.
+pub fn echo_line(req: &Recorded) -> String {
+    let headers: serde_json::Map<String, Value> =
+        req.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    serde_json::json!({"headers": headers, "method": req.method, "path": req.path, "query": req.query, "body": req.raw_body})
+        .to_string()
+}
+
 /// The reply type every fake handler produces.
 pub(crate) type Reply = Response<Full<Bytes>>;
 

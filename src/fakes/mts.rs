@@ -85,6 +85,8 @@ struct MtsState {
     fail_submit_status: StatusCode,
     fail_callbacks_after: Option<usize>,
     submissions: Vec<MtsSubmission>,
+    /// Answer every submit with this status and the whole request in the error message.
+    echo: Option<StatusCode>,
 }
 
 struct StoredRequest {
@@ -153,6 +155,7 @@ impl FakeMts {
             fail_submit_status: StatusCode::INTERNAL_SERVER_ERROR,
             fail_callbacks_after: None,
             submissions: Vec::new(),
+            echo: None,
         };
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared { state: Mutex::new(state), wake: Notify::new(), http, cancel: cancel.clone() });
@@ -289,6 +292,13 @@ impl FakeMts {
         lock(&self.shared.state).down = down;
     }
 
+    /// With `Some(status)`, every submit is refused with `status` and an error message
+    /// that repeats the whole request (headers and body, passwords included), as an MTS
+    /// behind a verbose proxy would; `None` turns it off.
+    pub fn set_echo(&self, status: Option<u16>) {
+        lock(&self.shared.state).echo = status.and_then(|s| StatusCode::from_u16(s).ok());
+    }
+
     /// Stops the server and the worker now.
     pub async fn shutdown(mut self) {
         self.server.shutdown().await;
@@ -363,6 +373,10 @@ async fn submit_guarded(shared: Arc<Shared>, req: Recorded, kind: Kind) -> Reply
             errors: vec![("ATS-REQ-100".into(), "injected failure (fake MTS)".into())],
             response: None,
         });
+    }
+    if let Some(status) = lock(&shared.state).echo {
+        let message = format!("cannot process {}", super::http::echo_line(&req));
+        return error_reply(&MtsError { status, errors: vec![("ATS-REQ-ECHO".into(), message)], response: None });
     }
     let cancel = shared.cancel.clone();
     let task = tokio::spawn(async move {

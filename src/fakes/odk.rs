@@ -25,6 +25,8 @@ struct OdkState {
     forms: BTreeMap<(String, String), Vec<Submission>>,
     down: bool,
     delay: Duration,
+    /// Answer every request with 400 and the whole request in the message.
+    echo: bool,
     /// Sequence for generated records, so generated vids never repeat within one fake.
     seq: u64,
 }
@@ -45,6 +47,7 @@ impl FakeOdk {
             forms: BTreeMap::new(),
             down: false,
             delay: Duration::ZERO,
+            echo: false,
             seq: 0,
         }));
         let handler_state = state.clone();
@@ -158,6 +161,12 @@ impl FakeOdk {
         lock(&self.state).delay = delay;
     }
 
+    /// When true, every request is refused (400) with a message repeating the whole
+    /// request (the password of a session request included).
+    pub fn set_echo(&self, echo: bool) {
+        lock(&self.state).echo = echo;
+    }
+
     /// Forgets every session token (later OData calls get 401).
     pub fn expire_sessions(&self) {
         lock(&self.state).tokens.clear();
@@ -217,6 +226,9 @@ async fn handle(state: &Mutex<OdkState>, req: Recorded) -> Reply {
     };
     if let Some(unavailable) = outage(down, delay, "503 Service Temporarily Unavailable").await {
         return unavailable;
+    }
+    if lock(state).echo {
+        return odk_error(StatusCode::BAD_REQUEST, 400.1, &format!("Could not parse {}", super::http::echo_line(&req)));
     }
     let segments: Vec<String> = req.path.trim_start_matches('/').split('/').map(|s| percent_decode(s, false)).collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();

@@ -63,6 +63,8 @@ struct OdooState {
     fail_status: StatusCode,
     down: bool,
     delay: Duration,
+    /// Refuse every callback with 422 and the whole request in the answer.
+    echo: bool,
 }
 
 impl FakeOdoo {
@@ -85,6 +87,7 @@ impl FakeOdoo {
             fail_status: StatusCode::INTERNAL_SERVER_ERROR,
             down: false,
             delay: Duration::ZERO,
+            echo: false,
         }));
         let handler_state = state.clone();
         let server = Server::start(move |req| {
@@ -196,6 +199,13 @@ impl FakeOdoo {
     /// Delays every answer.
     pub fn set_delay(&self, delay: Duration) {
         lock(&self.state).delay = delay;
+    }
+
+    /// When true, every callback is refused (422, not worth retrying) with an answer that
+    /// repeats the whole request: its headers (session cookie, `Authorization`, extra
+    /// headers) and its body.
+    pub fn set_echo(&self, echo: bool) {
+        lock(&self.state).echo = echo;
     }
 
     /// Ends every session: their cookies stop working.
@@ -333,6 +343,10 @@ fn logout(state: &Mutex<OdooState>, req: &Recorded) -> Reply {
 
 fn callback(state: &Mutex<OdooState>, req: Recorded) -> Reply {
     let mut st = lock(state);
+    if st.echo {
+        let echo = super::http::echo_line(&req);
+        return reply(StatusCode::UNPROCESSABLE_ENTITY, "text/plain", format!("Unprocessable request {echo}"));
+    }
     if st.fail_next > 0 {
         st.fail_next -= 1;
         return json(st.fail_status, &json!({"ok": false, "error": "injected failure"}));

@@ -80,8 +80,10 @@ pub static FIELDS: &[FieldDef] = &[
     FieldDef::new("callback_in_bulk", "Callbacks in Bulk", T::Boolean)
         .default_bool(false)
         .help("MTS sends all records of a request in one call (callInBulk) instead of one call per record."),
+    // A secret: the values often hold credentials (HTTP Basic for the registry API).
     FieldDef::new("callback_extra_headers", "Callback Extra Headers", T::Text)
-        .help("JSON object of header name -> value, added to every callback."),
+        .secret()
+        .help("JSON object of header name -> value, added to every callback. Write-only: read back masked."),
     FieldDef::new("callback_auth_url", "Callback Auth URL", T::Char),
     FieldDef::new("callback_auth_database", "Callback Auth Database", T::Char),
     FieldDef::new("callback_auth_username", "Callback Auth Username", T::Char),
@@ -141,6 +143,9 @@ fn invalid(field: &str, problem: impl std::fmt::Display) -> ModelError {
 /// Checks a whole connector record (after defaults and the client's values were
 /// applied). The first problem found is returned; nothing is stored on error.
 pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
+    // Every connector stored passes here: its secrets are remembered for the scrubber,
+    // which must still recognise them in texts about it after it is deleted.
+    crate::scrub::remember_connector(rec);
     validate_mapping(rec)?;
     if let Some(src) = rec.str("output_format").filter(|s| !s.trim().is_empty()) {
         crate::jq::Program::compile(src)
@@ -160,7 +165,7 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
             Err(e) => return Err(invalid("g2p_selected_fields", format!("not valid JSON: {e}"))),
         }
     }
-    if let Some(text) = rec.str("callback_extra_headers") {
+    if let Some(text) = extra_headers(rec) {
         let headers = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(invalid("callback_extra_headers", "must be a JSON object of header name -> string")),
@@ -220,6 +225,26 @@ pub fn validate(rec: &Record, now: DateTime<Utc>) -> Result<(), ModelError> {
         return Err(invalid("end_datetime", "must be after the start time"));
     }
     validate_required_by_form(rec)
+}
+
+/// The connector's extra callback headers (a JSON object as text). They are a secret
+/// field; a connector stored by a version that kept them in plain values has them moved
+/// at start ([`migrate_extra_headers`]).
+pub fn extra_headers(rec: &Record) -> Option<&str> {
+    rec.secret("callback_extra_headers").map(crate::secret::Secret::expose)
+}
+
+/// Moves `callback_extra_headers` from the plain values (where earlier versions kept it,
+/// readable in answers) into the record's secrets; `true` when the record changed.
+pub fn migrate_extra_headers(rec: &mut Record) -> bool {
+    match rec.values.remove("callback_extra_headers") {
+        Some(Value::String(text)) if !text.is_empty() => {
+            rec.secrets.entry("callback_extra_headers".into()).or_insert_with(|| crate::secret::Secret::new(text));
+            true
+        }
+        Some(_) => true,
+        None => false,
+    }
 }
 
 /// The fields the Odoo form makes required, depending on the connector's choices.

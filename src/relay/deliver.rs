@@ -115,32 +115,57 @@ async fn deliver_one(engine: &Engine, id: u64, slot: OwnedSemaphorePermit) -> Re
     if d.str("state") != Some("pending") {
         return Ok(());
     }
-    let outcome = attempt(engine, &d).await;
+    let mut used = Vec::new();
+    let outcome = attempt(engine, &d, &mut used).await;
+    let outcome = scrubbed(engine, &d, outcome, &used);
     finish(engine, d, outcome, slot).await
 }
 
-/// One attempt to deliver `d`.
-async fn attempt(engine: &Engine, d: &Record) -> Outcome {
+/// The outcome with every secret of the connector, and the auth values just used, cut
+/// out of its error (the target's answer may echo the request): what is stored and shown.
+fn scrubbed(engine: &Engine, d: &Record, outcome: Outcome, used: &[String]) -> Outcome {
+    let connector = d.int("connector_id").and_then(|c| engine.store.get(connector::MODEL, c as u64));
+    let mut s = connector.map_or_else(crate::scrub::Scrubber::known, |c| crate::scrub::Scrubber::for_connector(&c));
+    for value in used {
+        s = s.with(value);
+    }
+    let clean = |error: String| s.scrub(&error).into_owned();
+    match outcome {
+        Outcome::Delivered => Outcome::Delivered,
+        Outcome::Retry { status, error } => Outcome::Retry { status, error: clean(error) },
+        Outcome::Failed { status, error } => Outcome::Failed { status, error: clean(error) },
+    }
+}
+
+/// One attempt to deliver `d`; the auth header values it sent are added to `used`.
+async fn attempt(engine: &Engine, d: &Record, used_auth: &mut Vec<String>) -> Outcome {
     let Some(c) = d.int("connector_id").and_then(|c| engine.store.get(connector::MODEL, c as u64)) else {
         return Outcome::Failed { status: None, error: "the connector was deleted".into() };
     };
-    let Some(payload) = d.secret("payload").and_then(|p| serde_json::from_str::<Value>(p.expose()).ok()) else {
+    let Some(payload) = d.secret("payload") else {
         return Outcome::Failed { status: None, error: "the record's data is no longer held (purged)".into() };
     };
-    let program = match c.str("output_format").filter(|f| !f.trim().is_empty()) {
-        Some(src) => match engine.relay.program(src) {
-            Ok(p) => Some(p),
-            Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
-        },
-        None => None,
-    };
-    let body = match crate::jq::render_callback(program.as_ref(), &payload["input"], &payload["output"]) {
+    let source = c.str("output_format").unwrap_or_default();
+    if !source.trim().is_empty()
+        && let Err(e) = engine.relay.program(source)
+    {
+        return Outcome::Failed { status: None, error: format!("output format: {e}") };
+    }
+    // Evaluated in the jq sandbox (worker processes with a time and memory budget): a
+    // program that spins or recurses fails its record, never the service.
+    let body = match crate::jq::sandbox::global().render(source, payload.expose()).await {
         Ok(body) => body,
+        Err(e @ crate::jq::JqError::Unavailable(_)) => {
+            return Outcome::Retry { status: None, error: format!("output format: {e}") };
+        }
         Err(e) => return Outcome::Failed { status: None, error: format!("output format: {e}") },
     };
     if c.str("delivery_target") == Some("registry") {
         // The token goes into the registry's g2p.reg.id itself, not to a callback URL.
         use super::registry_target::{TargetError, deliver};
+        let Ok(payload) = serde_json::from_str::<Value>(payload.expose()) else {
+            return Outcome::Failed { status: None, error: "the record's data is not JSON".into() };
+        };
         return match deliver(&c, &payload, &body).await {
             Ok(_) => Outcome::Delivered,
             Err(TargetError::Transient(error)) => Outcome::Retry { status: None, error },
@@ -156,6 +181,7 @@ async fn attempt(engine: &Engine, d: &Record) -> Outcome {
             Err(e) => return Outcome::Retry { status: None, error: e.to_string() },
         };
         let used = auth.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
+        used_auth.push(used.clone());
         let outcome = send(engine, &c, d, &body, auth, timeout).await;
         match outcome {
             Outcome::Retry { status: Some(401 | 403), .. } | Outcome::Failed { status: Some(401 | 403), .. }
@@ -181,7 +207,7 @@ async fn send(
     let method = reqwest::Method::from_bytes(c.str("callback_httpmethod").unwrap_or("POST").as_bytes())
         .unwrap_or(reqwest::Method::POST);
     let mut req = engine.relay.http.request(method, url).json(body).timeout(timeout);
-    if let Some(headers) = c.str("callback_extra_headers").and_then(|h| serde_json::from_str::<Value>(h).ok())
+    if let Some(headers) = connector::extra_headers(c).and_then(|h| serde_json::from_str::<Value>(h).ok())
         && let Some(map) = headers.as_object()
     {
         for (k, v) in map {

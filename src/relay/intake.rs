@@ -99,6 +99,12 @@ fn parse(body: &[u8]) -> Result<Vec<(Value, Value)>, IntakeError> {
 }
 
 impl Engine {
+    /// Whether `bearer` may call back for `run_id`: checked before the body is read.
+    pub fn relay_authorize(&self, run_id: u64, bearer: Option<&str>) -> Result<(), IntakeError> {
+        let Some(run) = self.store.get(run::MODEL, run_id) else { return Err(IntakeError::UnknownRun(run_id)) };
+        if token_ok(&run, bearer) { Ok(()) } else { Err(IntakeError::Unauthorized) }
+    }
+
     /// Stores the records of one relay call; durable when it returns `Ok`.
     pub async fn relay_receive(&self, run_id: u64, bearer: Option<&str>, body: &[u8]) -> Result<Received, IntakeError> {
         let Some(run) = self.store.get(run::MODEL, run_id) else { return Err(IntakeError::UnknownRun(run_id)) };

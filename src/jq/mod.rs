@@ -20,6 +20,19 @@
 //!   connector's environment (which holds credentials). Such programs do not compile.
 //! * `halt` / `halt_error` do not stop the process; they are reported as runtime errors.
 //!
+//! # Bounds
+//! A program is client input. [`Program::compile`] refuses sources over [`MAX_SOURCE`]
+//! bytes or nested (brackets, braces, parentheses, string interpolations) deeper than
+//! [`MAX_NESTING`] levels, and compiles on a thread of its own with a large stack
+//! ([`COMPILE_STACK`]): jaq's parser and compiler recurse on the program, and within
+//! `MAX_SOURCE` that stack holds any program. Running a program is not bounded here:
+//! [`sandbox`] runs them in worker processes with a time and memory budget, which is
+//! what the relay uses; [`Program::first`] and [`render_callback`] in this process are
+//! for trusted programs (the fakes, the tests).
+//!
+//! - [`sandbox`]: the pool of worker processes (the service's side).
+//! - [`worker`]: the worker process's loop and limits (`mts-connector __jq-worker`).
+//!
 //! Known jaq divergences that remain (pinned by the `known_divergences_from_jq_1_6` test):
 //! assigning through `null` fails (`null | .a = 1`, `{} | .a.b = 1`, `setpath` through missing
 //! keys; build the object instead: `{a: {b: 1}}`); floats with an integral value are *rendered
@@ -29,8 +42,11 @@
 //! `inputs`, `input_filename`, `input_line_number`, `builtins`, `@base32`, `@base32d`,
 //! `tostream`, `fromstream` and `truncate_stream` are not defined (such programs do not compile).
 
+pub mod sandbox;
+pub mod worker;
+
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use jaq_core::load::{self, Arena, File, Loader, lex, parse};
 use jaq_core::native::{self, Fun, bome, v};
@@ -48,7 +64,26 @@ pub enum JqError {
     /// The program failed (or yielded nothing where a value was required) while running.
     #[error("{0}")]
     Runtime(String),
+    /// The program ran past a budget of the sandbox (time, memory, stack) and was stopped.
+    #[error("{0}")]
+    Limit(String),
+    /// The sandbox could not run the program at all (its worker process did not start).
+    #[error("{0}")]
+    Unavailable(String),
 }
+
+/// Largest program source accepted, in bytes. Output formats are a few hundred bytes.
+pub const MAX_SOURCE: usize = 8 * 1024;
+/// Deepest nesting of `(`, `[`, `{` and `\(` accepted.
+pub const MAX_NESTING: usize = 256;
+/// The stack of the thread a program is compiled on: jaq recurses on the program's
+/// structure (even on flat chains such as `1+1+...`), and at [`MAX_SOURCE`] bytes the
+/// deepest program needs under half of this in a debug build. Only the pages used are
+/// ever touched.
+pub const COMPILE_STACK: usize = 512 << 20;
+
+/// One compilation at a time: each may use a large stack.
+static COMPILING: Mutex<()> = Mutex::new(());
 
 /// The jaq data kind our filters run on: plain `jaq_json::Val`s, no global data.
 type Data = JustLut<Val>;
@@ -143,7 +178,26 @@ impl fmt::Debug for Program {
 impl Program {
     /// Compiles `src` against the jq standard library. An empty (or whitespace-only) source
     /// is the identity program, as in jq.
+    /// Bounded as the module docs say: refused when too long or nested too deep, compiled on
+    /// a thread with [`COMPILE_STACK`] bytes of stack.
     pub fn compile(src: &str) -> Result<Program, JqError> {
+        check_bounds(src)?;
+        let _one_at_a_time = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
+        let owned = src.to_owned();
+        let compiler = std::thread::Builder::new()
+            .name("jq-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn(move || Program::compile_here(&owned))
+            .map_err(|e| JqError::Unavailable(format!("cannot start the jq compiler thread: {e}")))?;
+        compiler
+            .join()
+            .unwrap_or_else(|_| Err(JqError::Compile("jq program does not compile: the compiler failed".into())))
+    }
+
+    /// [`Program::compile`] on the calling thread, which must have a large stack (the
+    /// sandbox's workers do).
+    pub(crate) fn compile_here(src: &str) -> Result<Program, JqError> {
+        check_bounds(src)?;
         let prelude = PRELUDE.as_ref().map_err(Clone::clone)?;
         let code = if src.trim().is_empty() { "." } else { src };
 
@@ -190,6 +244,64 @@ impl Program {
     fn is_identity(&self) -> bool {
         self.source().trim().is_empty()
     }
+}
+
+/// Refuses a source over [`MAX_SOURCE`] bytes or nested deeper than [`MAX_NESTING`].
+fn check_bounds(src: &str) -> Result<(), JqError> {
+    if src.len() > MAX_SOURCE {
+        return Err(JqError::Compile(format!(
+            "jq program does not compile: it is {} bytes long, more than the {MAX_SOURCE} allowed",
+            src.len()
+        )));
+    }
+    if nesting(src) > MAX_NESTING {
+        return Err(JqError::Compile(format!(
+            "jq program does not compile: brackets, braces, parentheses or string interpolations are nested deeper than {MAX_NESTING} levels"
+        )));
+    }
+    Ok(())
+}
+
+/// The deepest nesting of `(`, `[`, `{` and string interpolation `\(` in a source, by a
+/// small scan that knows strings (and their escapes) and comments. An unbalanced source
+/// counts what it opened; the parser reports it properly.
+fn nesting(src: &str) -> usize {
+    // Each open level remembers whether it is an interpolation (closing it re-enters the string).
+    let mut open: Vec<bool> = Vec::new();
+    let mut deepest = 0;
+    let mut in_string = false;
+    let mut chars = src.chars();
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                // An escape: its next character is taken; `\(` opens an interpolation.
+                '\\' if chars.next() == Some('(') => {
+                    open.push(true);
+                    in_string = false;
+                }
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => in_string = true,
+                '#' => {
+                    // A comment runs to the end of the line.
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                '(' | '[' | '{' => open.push(false),
+                // Closing an interpolation goes back into its string.
+                ')' | ']' | '}' if open.pop() == Some(true) => in_string = true,
+                _ => {}
+            }
+        }
+        deepest = deepest.max(open.len());
+    }
+    deepest
 }
 
 /// What MTS sends as a callback body: the first output of `program` run on
