@@ -2,7 +2,7 @@
 {
     "name": "MTS Connector",
     "summary": "Mosip Token Seeder connectors for OpenG2P, run by the mts-connector service",
-    "version": "17.0.1.0.0",
+    "version": "17.0.1.1.0",
     "category": "OpenG2P",
     "website": "https://github.com/OpenG2P/openg2p-registry",
     "author": "OpenG2P",

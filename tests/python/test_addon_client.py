@@ -427,10 +427,9 @@ def test_odoo_forwards_every_writable_field_and_hides_the_secret_ones(client):
     writable = {name for name, desc in service_fields.items() if not desc["readonly"]}
     secret = {name for name, desc in service_fields.items() if desc.get("password")}
     assert set(spec.SERVICE_FIELDS) == writable
-    # The service treats the extra callback headers as a secret (they hold credentials);
-    # the addon still keeps them as a plain field of its own and sends them in full.
+    # The extra callback headers are a secret on both sides (they may hold credentials).
     assert "callback_extra_headers" in secret
-    assert set(spec.SECRET_FIELDS) == secret - {"callback_extra_headers"}
+    assert set(spec.SECRET_FIELDS) == secret
 
 
 def _load_spec():

@@ -71,6 +71,7 @@ RUN_STATES = [
 #: (system group only) to repopulate a service that lost its data.
 SECRET_FIELDS = (
     "odk_password",
+    "callback_extra_headers",
     "callback_auth_password",
     "callback_auth_client_secret",
     "callback_auth_token",

@@ -152,7 +152,12 @@ class MtsConnector(models.Model):
         default=False,
         help="MTS sends all records of a request in one call (callInBulk) instead of one call per record.",
     )
-    callback_extra_headers = fields.Text(help="JSON object of header name -> value, added to every callback.")
+    callback_extra_headers = fields.Text(
+        compute="_compute_secret_fields",
+        readonly=False,
+        help="JSON object of header name -> value, added to every callback. Write-only, like the "
+        "passwords: it may hold credentials (e.g. HTTP Basic); leave it empty to keep the saved one.",
+    )
     callback_auth_url = fields.Char(string="Callback Auth URL")
     callback_auth_database = fields.Char()
     callback_auth_username = fields.Char()
@@ -205,6 +210,7 @@ class MtsConnector(models.Model):
         help="JSON object of the secret fields' values, to repopulate the service.",
     )
     odk_password_set = fields.Boolean(string="ODK Password Set", compute="_compute_secret_fields")
+    callback_extra_headers_set = fields.Boolean(string="Extra Headers Set", compute="_compute_secret_fields")
     callback_auth_password_set = fields.Boolean(compute="_compute_secret_fields")
     callback_auth_client_secret_set = fields.Boolean(compute="_compute_secret_fields")
     callback_auth_token_set = fields.Boolean(compute="_compute_secret_fields")
