@@ -156,7 +156,7 @@ impl Engine {
             }
             fires.push(Fire { connector: c.id, windows, settles, next_at: None });
         }
-        Ok(self.fire_batch(fires).await?.iter().map(|r| r.id).collect())
+        Ok(self.fire_batch(fires).await?.runs)
     }
 
     /// The window the connector's next run covers.

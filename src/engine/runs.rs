@@ -220,6 +220,13 @@ pub struct Fire {
     pub next_at: Option<DateTime<Utc>>,
 }
 
+/// What [`Engine::fire_batch`] stored: the new runs' ids, and when they were durable.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    pub runs: Vec<u64>,
+    pub queued_at: DateTime<Utc>,
+}
+
 /// Exponential backoff with full jitter in [d/2, d).
 pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)));
@@ -262,9 +269,9 @@ impl Engine {
     /// store's schedule table, apart from the connector record) and its new scheduled
     /// runs, and its settled gaps are marked, all stored in one batch with one flush (a
     /// pass in which 10,000 connectors are due costs one commit).
-    pub async fn fire_batch(&self, fires: Vec<Fire>) -> Result<Vec<Record>, StoreError> {
+    pub async fn fire_batch(&self, fires: Vec<Fire>) -> Result<Fired, StoreError> {
         if fires.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Fired { runs: Vec::new(), queued_at: Utc::now() });
         }
         let now = format_datetime(Utc::now());
         let created = Utc::now().timestamp_millis();
@@ -273,7 +280,7 @@ impl Engine {
             let mut writes = Vec::new();
             let mut schedule = Vec::with_capacity(fires.len());
             let mut ids = self.store.next_ids(MODEL, fires.iter().map(|f| f.windows.len()).sum::<usize>() as u64)?;
-            let mut new_runs = 0;
+            let mut new_ids = Vec::new();
             for fire in fires {
                 if let Some(at) = fire.next_at {
                     schedule.push((fire.connector, Some(at)));
@@ -288,7 +295,7 @@ impl Engine {
                         sent_again.insert(gap, run_id);
                     }
                     writes.push(run);
-                    new_runs += 1;
+                    new_ids.push(run_id);
                 }
                 for gap in fire.settles {
                     let Some(old) = self.store.get(MODEL, gap) else { continue };
@@ -301,23 +308,26 @@ impl Engine {
                     writes.push(old);
                 }
             }
-            self.store.put_all(MODEL, writes.clone())?;
-            self.store.schedule_set(&schedule)?;
-            let mut index = self.index();
-            for run in &writes {
-                index_run(&mut index, run, place_of(&self.store, run));
+            {
+                let mut index = self.index();
+                for run in &writes {
+                    index_run(&mut index, run, place_of(&self.store, run));
+                }
             }
-            writes.truncate(new_runs);
-            writes
+            self.store.put_all(MODEL, writes)?;
+            self.store.schedule_set(&schedule)?;
+            // The stored runs, shared (not copied) for the log lines after the commit.
+            new_ids.iter().filter_map(|id| self.store.get(MODEL, *id)).collect::<Vec<_>>()
         };
         self.store.flush().await?;
+        let queued_at = Utc::now();
         for run in &runs {
             log_change(run, "new");
         }
         if !runs.is_empty() {
             self.wake.notify_one();
         }
-        Ok(runs)
+        Ok(Fired { runs: runs.iter().map(|r| r.id).collect(), queued_at })
     }
 
     /// Applies `change` to a stored run and makes it durable before returning, so the

@@ -143,11 +143,10 @@ async fn tick(
         }
     }
     if !fires.is_empty() {
-        engine.fire_batch(fires).await?;
-        // Lateness: from when each was due until its run was queued. The plan moves each
-        // fired connector to its next due time (a fire does not touch the connector
-        // record, so the plan is not rebuilt for it).
-        let queued = Utc::now();
+        // Lateness: from when each was due until its run was queued (durable). The plan
+        // moves each fired connector to its next due time (a fire does not touch the
+        // connector record, so the plan is not rebuilt for it).
+        let queued = engine.fire_batch(fires).await?.queued_at;
         for (due, id, next_at) in fired {
             if let Some(due) = due {
                 METRICS.scheduler_fired(queued - due);

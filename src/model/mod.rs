@@ -33,13 +33,55 @@ pub enum ModelError {
 /// The datetime format Odoo uses on the wire (UTC).
 pub const DATETIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// `YYYY-MM-DD HH:MM:SS` (every run carries several of these and the store re-reads
+/// them on each write: written digit by digit, not through chrono's format parser).
 pub fn format_datetime(t: DateTime<Utc>) -> String {
-    t.format(DATETIME_FORMAT).to_string()
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t.format(DATETIME_FORMAT).to_string();
+    }
+    let mut b = *b"0000-00-00 00:00:00";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    b.iter().map(|&c| c as char).collect()
+}
+
+/// The exact form `YYYY-MM-DD HH:MM:SS`, read without chrono's format parser.
+fn parse_canonical(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b' ' && b[10] != b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
+    Some(date.and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)?.and_utc())
 }
 
 /// Parses an Odoo datetime (`YYYY-MM-DD HH:MM:SS`, optionally with fractional seconds
 /// or a `T` separator), taken as UTC.
 pub fn parse_datetime(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Some(t) = parse_canonical(s) {
+        return Ok(t);
+    }
     let t = s.trim().replacen('T', " ", 1);
     let t = t.strip_suffix('Z').unwrap_or(&t);
     NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
@@ -155,5 +197,25 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_round_trip_in_the_odoo_form() {
+        for s in ["2026-01-02 03:04:05", "1999-12-31 23:59:59", "0001-01-01 00:00:00"] {
+            assert_eq!(format_datetime(parse_datetime(s).unwrap()), s);
+        }
+        let t = parse_datetime("2026-01-02T03:04:05.250Z").unwrap();
+        assert_eq!(format_datetime(t), "2026-01-02 03:04:05");
+        assert_eq!(parse_datetime("2026-01-02T03:04:05").unwrap(), parse_datetime("2026-01-02 03:04:05").unwrap());
+        for bad in ["2026-02-30 00:00:00", "2026-01-02 24:00:00", "2026-01-0x 00:00:00", "yesterday"] {
+            assert!(parse_datetime(bad).is_err(), "{bad}");
+        }
+        let far = DateTime::from_timestamp(300_000_000_000, 0).unwrap();
+        assert_eq!(format_datetime(far), far.format(DATETIME_FORMAT).to_string());
     }
 }

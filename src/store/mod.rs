@@ -149,8 +149,8 @@ impl Table {
         }
     }
 
-    fn index(&self, name: &str) -> Option<(usize, &'static [&'static str])> {
-        self.schema.indexes.iter().position(|i| i.name == name).map(|i| (i, self.schema.indexes[i].fields))
+    fn index(&self, name: &str) -> Option<(usize, schema::IndexDef)> {
+        self.schema.indexes.iter().position(|i| i.name == name).map(|i| (i, self.schema.indexes[i]))
     }
 }
 
@@ -380,13 +380,13 @@ fn write_layer(
                     let old =
                         old.map_err(|message| StoreError::Corrupt { model: model.to_string(), id: *id, message })?;
                     for (i, def) in table.schema.indexes.iter().enumerate() {
-                        old_keys[i] = Some(codec::index_key(&old, def.fields));
+                        old_keys[i] = def.key(&old);
                     }
                     aggregate(&mut delta, &table.schema, &old, -1);
                 }
             }
             for (i, def) in table.schema.indexes.iter().enumerate() {
-                let new_key = new.as_ref().map(|rec| codec::index_key(rec, def.fields));
+                let new_key = new.as_ref().and_then(|rec| def.key(rec));
                 if old_keys[i] == new_key {
                     continue;
                 }
@@ -770,7 +770,7 @@ impl Store {
     pub fn index_ids(&self, model: &str, index: &str, prefix: &[&Value], desc: bool) -> Result<IndexIds, StoreError> {
         let inner = &self.inner;
         let table = inner.table(model)?;
-        let (i, fields) =
+        let (i, def) =
             table.index(index).ok_or_else(|| StoreError::UnknownModel(format!("{model} (no index {index:?})")))?;
         let start = codec::prefix(prefix);
         let end = codec::prefix_end(&start);
@@ -780,7 +780,7 @@ impl Store {
         let mut extra: Vec<(Vec<u8>, u64)> = overlay
             .values()
             .flatten()
-            .map(|r| (codec::index_key(r, fields), r.id))
+            .filter_map(|r| Some((def.key(r)?, r.id)))
             .filter(|(k, _)| k.starts_with(&start))
             .collect();
         extra.sort();
@@ -825,7 +825,7 @@ impl Store {
     pub fn index_heads(&self, model: &str, index: &str) -> Result<Vec<Value>, StoreError> {
         let inner = &self.inner;
         let table = inner.table(model)?;
-        let (i, fields) =
+        let (i, def) =
             table.index(index).ok_or_else(|| StoreError::UnknownModel(format!("{model} (no index {index:?})")))?;
         let mut out: Vec<Value> = Vec::new();
         {
@@ -848,8 +848,8 @@ impl Store {
             }
         }
         let overlay = lock(&inner.overlay).records(model);
-        for r in overlay.values().flatten() {
-            let v = r.values.get(fields[0]).cloned().unwrap_or(Value::Bool(false));
+        for r in overlay.values().flatten().filter(|r| def.key(r).is_some()) {
+            let v = r.values.get(def.fields[0]).cloned().unwrap_or(Value::Bool(false));
             if !out.contains(&v) {
                 out.push(v);
             }
