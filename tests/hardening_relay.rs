@@ -7,36 +7,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
 use common::world::*;
 use common::{Options, Service};
 use mts_connector::relay::deliver::DELIVERY_HEADER;
 use serde_json::{Value, json};
 
 fn relay_options() -> Options {
-    fast(60.0)
-        .arg("--relay-retry-base-seconds")
-        .arg("0.2")
-        .arg("--relay-retry-cap-seconds")
-        .arg("0.5")
-        .arg("--relay-grace-seconds")
-        .arg("1")
-        .arg("--jq-workers")
-        .arg("2")
+    relay_fast().arg("--jq-workers").arg("2")
 }
 
-/// Imports `n` fresh submissions (placed `hours_ago`) through a new relay-mode connector.
 async fn import(w: &World, n: usize, hours_ago: i64, patch: Value) -> (Vec<String>, u64) {
-    let t = now_s() - TimeDelta::hours(hours_ago);
-    let ids = w.odk.add_generated_submissions(PROJECT, FORM, n, t, t + TimeDelta::minutes(30));
-    let mut vals = json!({"callback_mode": "relay"});
-    for (k, v) in patch.as_object().expect("object") {
-        vals[k] = v.clone();
-    }
-    let id = w.svc.create(&w.connector(vals)).await;
-    let fmt = mts_connector::model::format_datetime;
-    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
-    (ids, id)
+    w.import_relayed(n, hours_ago, patch).await
 }
 
 async fn deliveries(svc: &Service, connector: u64) -> Vec<Value> {

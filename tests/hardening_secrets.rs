@@ -28,14 +28,7 @@ fn extra_headers() -> String {
 }
 
 fn options() -> Options {
-    fast(60.0)
-        .rust_log("trace")
-        .arg("--relay-retry-base-seconds")
-        .arg("0.2")
-        .arg("--relay-retry-cap-seconds")
-        .arg("0.5")
-        .arg("--relay-grace-seconds")
-        .arg("1")
+    relay_fast().rust_log("trace")
 }
 
 /// Creates a connector with `patch` and imports `n` fresh submissions through it: the

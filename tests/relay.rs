@@ -14,28 +14,13 @@ use mts_connector::relay::deliver::DELIVERY_HEADER;
 use serde_json::{Value, json};
 
 fn relay_options() -> Options {
-    fast(60.0)
-        .arg("--relay-retry-base-seconds")
-        .arg("0.2")
-        .arg("--relay-retry-cap-seconds")
-        .arg("0.5")
-        .arg("--relay-grace-seconds")
-        .arg("1")
+    relay_fast()
 }
 
 /// Imports `n` fresh submissions through a relay-mode connector; answers their ids and
 /// the connector id.
 async fn import(w: &World, n: usize, patch: Value) -> (Vec<String>, u64) {
-    let t = now_s() - TimeDelta::hours(2);
-    let ids = w.odk.add_generated_submissions(PROJECT, FORM, n, t, t + TimeDelta::minutes(30));
-    let mut vals = json!({"callback_mode": "relay"});
-    for (k, v) in patch.as_object().expect("object") {
-        vals[k] = v.clone();
-    }
-    let id = w.svc.create(&w.connector(vals)).await;
-    let fmt = mts_connector::model::format_datetime;
-    w.svc.connector("action_import", json!([[id], fmt(t), fmt(t + TimeDelta::hours(1))])).await;
-    (ids, id)
+    w.import_relayed(n, 2, patch).await
 }
 
 /// Once connector `id`'s earlier import has ended, imports `n` more submissions (from

@@ -529,3 +529,32 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// Every record of every model, for checking that a run of hostile calls changed nothing.
+pub async fn snapshot(svc: &Service) -> Value {
+    let mut out = serde_json::Map::new();
+    for model in ["mts.connector", "mts.connector.run", "mts.connector.delivery"] {
+        out.insert(model.into(), svc.ok(model, "search_read", json!([[]]), json!({"order": "id"})).await);
+    }
+    Value::Object(out)
+}
+
+/// After a fuzz run: the service is alive, the store is as `before`, nothing panicked, and
+/// the metrics' method labels stayed a bounded, plain vocabulary.
+pub async fn assert_survived(svc: &Service, before: &Value, seed: u64) {
+    assert_eq!(svc.get("/health").await.status, 200);
+    assert_eq!(&snapshot(svc).await, before, "seed {seed}: the store changed");
+    let log = svc.log();
+    assert!(!log.contains("panicked"), "seed {seed}: a panic:\n{log}");
+    let metrics = svc.get("/metrics").await.body;
+    let methods: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("mtsc_rpc_calls_total{"))
+        .filter_map(|l| l.split("method=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(methods.len() <= 60, "{methods:?}");
+    assert!(
+        methods.iter().all(|m| m.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')),
+        "{methods:?}"
+    );
+}

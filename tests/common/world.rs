@@ -38,6 +38,18 @@ pub fn fast_with(minute: f64, max_attempts: u32) -> Options {
         .arg(minute.to_string())
 }
 
+/// [`fast`] settings (one "minute" of a minute) with the relay's retries in fractions of a
+/// second and a one-second grace period.
+pub fn relay_fast() -> Options {
+    fast(60.0)
+        .arg("--relay-retry-base-seconds")
+        .arg("0.2")
+        .arg("--relay-retry-cap-seconds")
+        .arg("0.5")
+        .arg("--relay-grace-seconds")
+        .arg("1")
+}
+
 pub struct World {
     pub odk: FakeOdk,
     pub mts: FakeMts,
@@ -80,6 +92,21 @@ impl World {
             c[k] = v.clone();
         }
         c
+    }
+
+    /// Imports `n` fresh submissions (placed `hours_ago`) through a new relay-mode connector
+    /// with `patch` applied; answers their ids and the connector id.
+    pub async fn import_relayed(&self, n: usize, hours_ago: i64, patch: Value) -> (Vec<String>, u64) {
+        let t = now_s() - chrono::TimeDelta::hours(hours_ago);
+        let ids = self.odk.add_generated_submissions(PROJECT, FORM, n, t, t + chrono::TimeDelta::minutes(30));
+        let mut vals = json!({"callback_mode": "relay"});
+        for (k, v) in patch.as_object().expect("object") {
+            vals[k] = v.clone();
+        }
+        let id = self.svc.create(&self.connector(vals)).await;
+        let fmt = mts_connector::model::format_datetime;
+        self.svc.connector("action_import", json!([[id], fmt(t), fmt(t + chrono::TimeDelta::hours(1))])).await;
+        (ids, id)
     }
 
     pub async fn runs(&self, connector: u64) -> Vec<Value> {

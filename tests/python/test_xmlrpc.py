@@ -10,27 +10,13 @@ import xmlrpc.client
 
 import pytest
 
+import connectors
+
 ODK_PASSWORD = "odk-pw-" + "xmlrpc-5e1f"
 
 
 def odk_connector(**values):
-    # Every URL on the loopback, on a closed port: the engine may try them and must
-    # reach nothing outside this machine.
-    vals = {
-        "name": "ODK survey",
-        "mts_url": "http://127.0.0.1:9",
-        "input_type": "odk",
-        "is_recurring": "recurring",
-        "interval_minutes": 60,
-        "odk_base_url": "http://127.0.0.1:9/odk",
-        "odk_odata_url": "http://127.0.0.1:9/odk/v1/projects/1/forms/f.svc",
-        "odk_email": "collector@example.org",
-        "odk_password": ODK_PASSWORD,
-        "callback_url": "http://127.0.0.1:9/api/v1/registry/individual",
-        "callback_authtype": "none",
-    }
-    vals.update(values)
-    return vals
+    return connectors.odk_connector(ODK_PASSWORD, **values)
 
 
 @pytest.fixture
