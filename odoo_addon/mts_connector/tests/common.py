@@ -9,6 +9,7 @@ import unittest
 from contextlib import contextmanager
 from unittest.mock import patch
 
+import odoo.http
 from odoo.tests.common import TransactionCase
 
 from .. import client, service_errors
@@ -330,6 +331,14 @@ REAL = {
     "mts_partner_id": os.environ.get("MTSC_TEST_MTS_PARTNER_ID", ""),
     "bin": os.environ.get("MTSC_TEST_BIN", ""),
 }
+def warm_manifests():
+    """Reads every module's manifest once, in this thread, before a browser sends the web
+    client's requests in parallel: CPython 3.11 can fail to compile two manifests at once
+    in Odoo's request threads ("AST constructor recursion depth mismatch", a CPython race
+    fixed later), which answers the web client with an HTML 500 page."""
+    return odoo.http.root.statics
+
+
 def skip_without_real(reason):
     """Skips a test that needs the real systems; under the integration tier
     (MTSC_TEST_REQUIRE_REAL=1) a missing system is a failure, never a silent skip."""

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from odoo.tests import HttpCase, tagged
 
 from .. import client
-from .common import REAL, skip_without_real, use_real_service
+from .common import REAL, skip_without_real, use_real_service, warm_manifests
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class TestEndToEnd(HttpCase):
         super().setUpClass()
         if not (REAL["service_url"] and REAL["mts_url"] and REAL["bin"]):
             skip_without_real("no real connector service, MTS or binary (scripts/real/run.sh)")
+        warm_manifests()
 
     def setUp(self):
         super().setUp()

@@ -7,7 +7,7 @@ import logging
 from odoo.tests import HttpCase, tagged
 
 from .. import client, service_errors
-from .common import CLOSED_URL, REAL, skip_without_real, use_real_service
+from .common import CLOSED_URL, REAL, skip_without_real, use_real_service, warm_manifests
 
 _logger = logging.getLogger(__name__)
 
@@ -19,6 +19,7 @@ class TestTours(HttpCase):
         super().setUpClass()
         if not (REAL["service_url"] and REAL["mts_url"]):
             skip_without_real("no real connector service or MTS (scripts/real/run.sh)")
+        warm_manifests()
 
     def setUp(self):
         super().setUp()
