@@ -955,6 +955,33 @@ async fn mts_action_trigger_toggles() {
     }
 }
 
+/// The run an earlier start queued ends (cancelled by the stop) while, or after, the
+/// connector is started again: that must not complete the new start, whose own run is
+/// then queued and keeps it started.
+#[tokio::test]
+async fn a_restarted_one_time_job_is_not_completed_by_its_earlier_run() {
+    let svc = Service::start().await;
+    let id = svc.create(&onetime_connector()).await;
+    for round in 1..=12 {
+        svc.connector("action_start", json!([[id]])).await;
+        svc.connector("action_stop", json!([[id]])).await;
+        svc.connector("action_start", json!([[id]])).await;
+        let open = || async {
+            let runs = svc.runs(id).await;
+            runs.iter().filter(|r| !matches!(r["state"].as_str(), Some("done" | "failed" | "cancelled"))).count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open().await == 0 {
+            assert!(std::time::Instant::now() < deadline, "round {round}: the new start queued no run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(status(&svc, id).await, "started", "round {round}: the new start was completed");
+        assert_eq!(open().await, 1, "round {round}: one open run, the new start's");
+        svc.connector("action_stop", json!([[id]])).await;
+    }
+}
+
 #[tokio::test]
 async fn refused_transitions_are_user_errors_and_change_nothing() {
     let svc = Service::start().await;

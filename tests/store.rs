@@ -45,10 +45,23 @@ fn write_v1(dir: &Path, connector_name: &str) {
     c.set("create_date", day(3));
     c.set("write_date", day(3));
     put(connector::MODEL, &c);
-    for (id, state) in [(1u64, "done"), (3, "failed")] {
+    // A started one-time job whose run (2) ended: version 1 marked the run its start
+    // queued in `last_run_id`.
+    let mut once = Record { id: 2, ..Default::default() };
+    model::apply_defaults(&connector::CONNECTOR, &mut once);
+    let vals = common::merged(
+        &valid_connector(),
+        &json!({"name": "Once", "is_recurring": "onetime", "interval_minutes": false,
+                "start_datetime": "2026-01-01 00:00:00", "end_datetime": "2026-01-02 00:00:00"}),
+    );
+    model::apply_vals(&connector::CONNECTOR, &mut once, vals.as_object().unwrap()).unwrap();
+    once.set("job_status", "started");
+    once.set("last_run_id", 2);
+    put(connector::MODEL, &once);
+    for (id, connector, state) in [(1u64, 1u64, "done"), (2, 2, "done"), (3, 1, "failed")] {
         let mut r = Record { id, ..Default::default() };
         r.set("name", format!("#{id}"));
-        r.set("connector_id", 1);
+        r.set("connector_id", connector);
         r.set("trigger", "manual");
         r.set("window_start", "2026-01-01 00:00:00");
         r.set("window_end", "2026-01-02 00:00:00");
@@ -108,6 +121,15 @@ async fn a_version_1_data_dir_is_migrated_at_start() {
     assert_eq!(states, vec!["done", "failed"]);
     assert_eq!(runs[0]["connector_id"], json!([1, "Migrated ODK"]));
     assert_eq!(runs[0]["window_start"], "2026-01-01 00:00:00");
+    // The one-time job that ran under version 1 is completed, not run again.
+    for _ in 0..100 {
+        if svc.read(2).await["job_status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(svc.read(2).await["job_status"], "completed");
+    assert_eq!(svc.runs(2).await.len(), 1, "{:?}", svc.runs(2).await);
     let deliveries = svc
         .ok(delivery::MODEL, "search_read", json!([[["connector_id", "=", 1], ["state", "=", "failed"]]]), json!({}))
         .await;

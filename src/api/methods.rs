@@ -263,7 +263,7 @@ async fn connector_method(app: &App, method: &str, a: &Args<'_>) -> Result<Value
             // The scheduler sets the next fire; a one-time job gets a fresh run.
             rec.set("next_run_at", Value::Null);
             if status == "started" {
-                rec.set(crate::engine::scheduler::ONETIME_RUN, Value::Null);
+                rec.set(connector::ONETIME_RUN, Value::Null);
             }
             Ok(())
         })?;
@@ -357,7 +357,7 @@ fn copy_connector(
     let name = rec.str("name").unwrap_or_default().to_string();
     rec.set("name", format!("{name} (copy)"));
     rec.set("job_status", "draft");
-    for field in ["last_run_id", "next_run_at", crate::engine::scheduler::ONETIME_RUN] {
+    for field in ["last_run_id", "next_run_at", connector::ONETIME_RUN] {
         rec.values.remove(field);
     }
     if let Some(vals) = overrides {

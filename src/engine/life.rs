@@ -20,7 +20,7 @@ use super::input::{Input, Prepared, Stop};
 use super::pool::{self, Admission};
 use super::runs::{self, state, time};
 use crate::clients::mts::{StatusOutcome, SubmitOutcome, is_terminal};
-use crate::model::connector;
+use crate::model::connector::{self, ONETIME_RUN};
 use crate::model::fields::Record;
 use crate::mts::{RelayTarget, Secrets, build_request, endpoint_url};
 use crate::relay::intake::TOKEN_HASHES;
@@ -366,17 +366,27 @@ async fn finished(engine: &Engine, id: u64) -> Result<(), StoreError> {
     complete_onetime(engine, runs::connector_id(&run)).await
 }
 
-/// A started one-time connector with no open run left is `completed`.
+/// A started one-time connector whose run (the one its latest start queued, with the
+/// parts and retries it grew) has ended is `completed`. Decided on the record as it is
+/// when written: a run of an earlier start that ends after a restart, or a scheduler pass
+/// that read the connector before the restart, completes nothing.
 pub async fn complete_onetime(engine: &Engine, connector: u64) -> Result<(), StoreError> {
-    if !engine.open_runs(connector).is_empty() {
+    let queued = engine.store.get(connector::MODEL, connector).and_then(|c| c.int(ONETIME_RUN));
+    if queued.is_none() || !engine.open_runs(connector).is_empty() {
         return Ok(());
     }
-    let onetime = engine
-        .store
-        .get(connector::MODEL, connector)
-        .is_some_and(|c| c.str("is_recurring") == Some("onetime") && c.str("job_status") == Some("started"));
-    if onetime {
-        engine.update_connector(connector, |c| c.set("job_status", "completed")).await?;
+    let mut completed = false;
+    engine
+        .update_connector(connector, |c| {
+            completed = c.str("is_recurring") == Some("onetime")
+                && c.str("job_status") == Some("started")
+                && c.int(ONETIME_RUN) == queued;
+            if completed {
+                c.set("job_status", "completed");
+            }
+        })
+        .await?;
+    if completed {
         tracing::info!(connector_id = connector, "one-time job completed");
     }
     Ok(())

@@ -206,19 +206,15 @@ pub fn next_windows(engine: &Engine, c: &Record, now: DateTime<Utc>) -> (Vec<Fir
     (windows, gaps.keys().copied().collect())
 }
 
-/// Hidden value on a started one-time connector (not a field): the run its start queued.
-/// Starting the connector again clears it.
-pub const ONETIME_RUN: &str = "_onetime_run";
-
 /// A started one-time job without an open run: queue its window once, or complete it
 /// when its run already ended.
 async fn start_onetime(engine: &Engine, c: &Record) -> Result<(), crate::store::StoreError> {
-    if c.int(ONETIME_RUN).is_some() {
-        return engine.update_connector(c.id, |rec| rec.set("job_status", "completed")).await;
+    if c.int(connector::ONETIME_RUN).is_some() {
+        return super::life::complete_onetime(engine, c.id).await;
     }
     if let Some((start, end)) = window::onetime_window(c) {
         let run = engine.create_run(c.id, "onetime", start, end, |_| {}).await?;
-        engine.update_connector(c.id, |rec| rec.set(ONETIME_RUN, run.id)).await?;
+        engine.update_connector(c.id, |rec| rec.set(connector::ONETIME_RUN, run.id)).await?;
     }
     Ok(())
 }

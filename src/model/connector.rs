@@ -7,6 +7,10 @@ use serde_json::Value;
 use super::fields::{FieldDef, FieldType as T, ModelDef, Record};
 use super::{ModelError, domain, parse_datetime};
 
+/// Hidden value on a started one-time connector (not a field): the run its start queued.
+/// Starting the connector again clears it.
+pub const ONETIME_RUN: &str = "_onetime_run";
+
 pub const MODEL: &str = "mts.connector";
 
 pub const DEFAULT_MTS_URL: &str = "http://mosip-token-seeder.mosip-token-seeder";

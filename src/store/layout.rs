@@ -215,6 +215,19 @@ fn v1_is_empty(v1: &Path) -> bool {
 
 /// Copies a version-1 store into `db` (the `.tmp` file): records re-encoded, indexes
 /// and counts built, ids' counters kept; the last commit is durable.
+/// What version 1 kept differently inside a record: a started one-time connector marked
+/// the run its start queued in `last_run_id` (now derived from the runs), so its window
+/// is not queued again after the migration.
+fn upgrade_v1(model: &str, rec: &mut Record) {
+    use crate::model::connector;
+    if model == connector::MODEL
+        && rec.str("is_recurring") == Some("onetime")
+        && let Some(run) = rec.int("last_run_id")
+    {
+        rec.set(connector::ONETIME_RUN, run);
+    }
+}
+
 fn migrate(v1: &Path, db: &redb::Database, tables: &HashMap<&'static str, Table>) -> Result<(), StoreError> {
     let err = |message: String| StoreError::Migration { path: v1.to_path_buf(), message };
     let old = sled::Config::new()
@@ -250,8 +263,9 @@ fn migrate(v1: &Path, db: &redb::Database, tables: &HashMap<&'static str, Table>
         for item in tree.iter() {
             let (k, v) = item.map_err(|e| err(e.to_string()))?;
             let id = k.as_ref().try_into().map_or(0, u64::from_be_bytes);
-            let rec: Record =
+            let mut rec: Record =
                 serde_json::from_slice(&v).map_err(|e| err(format!("record {model}/{id} is unreadable: {e}")))?;
+            upgrade_v1(table.schema.model, &mut rec);
             layer.records.entry(table.schema.model).or_default().insert(id, Some(Arc::new(rec)));
             counted += 1;
             if layer.records.values().map(HashMap::len).sum::<usize>() >= 5000 {
