@@ -955,6 +955,37 @@ async fn mts_action_trigger_toggles() {
     }
 }
 
+/// Reads are tried on a worker thread within a small budget and run again off it when
+/// they need more (many ids, an expensive domain, a large answer): either way the
+/// client gets the whole, correct answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_too_big_for_a_worker_thread_are_answered_whole() {
+    let svc = Service::start().await;
+    let long = "x".repeat(10_000);
+    let mut made = Vec::new();
+    for i in 0..60 {
+        made.push(svc.create(&merged(&valid_connector(), &json!({"name": format!("{i:02} {long}")}))).await);
+    }
+    let other = svc.create(&merged(&valid_connector(), &json!({"name": "short"}))).await;
+    // 1,500 ids (more than a worker thread may read).
+    let many: Vec<u64> = (0..1500).map(|i| made[i % made.len()]).collect();
+    let rows = svc.connector("read", json!([many, ["job_status"]])).await;
+    assert_eq!(rows.as_array().unwrap().len(), 1500);
+    assert_eq!(rows[1499]["id"], made[1499 % made.len()]);
+    let names = svc.connector("name_get", json!([vec![other; 1500]])).await;
+    assert_eq!(names.as_array().unwrap().len(), 1500);
+    assert_eq!(names[1499], json!([other, "short"]));
+    // An `ilike` over 60 names of 10 KB (more domain work than a worker thread may do),
+    // with a 600 KB answer.
+    let found =
+        svc.ok(M, "search_read", json!([[["name", "ilike", "x"]]]), json!({"fields": ["name"], "order": "name"})).await;
+    let found: Vec<u64> = found.as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(found, made);
+    let count = svc.connector("search_count", json!([[["name", "ilike", "xx"]]])).await;
+    assert_eq!(count, 60);
+    assert_eq!(ids(&svc.connector("search", json!([[["name", "=", "short"]]])).await), vec![other]);
+}
+
 /// The run an earlier start queued ends (cancelled by the stop) while, or after, the
 /// connector is started again: that must not complete the new start, whose own run is
 /// then queued and keeps it started.

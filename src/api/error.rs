@@ -41,6 +41,11 @@ pub enum OdooError {
     /// The store failed; the message is logged, the client gets a generic one.
     #[error("{0}")]
     Internal(String),
+    /// A read tried on an async worker thread needs more work than it may spend there
+    /// (see `api::blocking::read_first`): it is run again off the worker threads. Never
+    /// answered to a client.
+    #[error("the call needs more work than a worker thread may spend on it")]
+    Offload,
 }
 
 impl OdooError {
@@ -57,7 +62,7 @@ impl OdooError {
             OdooError::Attribute(_) => "builtins.AttributeError",
             OdooError::Key(_) => "builtins.KeyError",
             OdooError::NotFound(_) => "werkzeug.exceptions.NotFound",
-            OdooError::Internal(_) => "builtins.RuntimeError",
+            OdooError::Internal(_) | OdooError::Offload => "builtins.RuntimeError",
         }
     }
 }

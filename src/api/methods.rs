@@ -78,21 +78,11 @@ pub async fn call_kw(app: &App, params: &Value) -> Result<Value, OdooError> {
 }
 
 /// The methods that may take CPU time: reads scan many records, writes validate (compile
-/// jq, parse domains); they run off the async workers ([`super::blocking`]).
-const HEAVY: &[&str] = &[
-    "fields_get",
-    "default_get",
-    "search",
-    "search_count",
-    "search_read",
-    "read",
-    "name_get",
-    "name_search",
-    "preview_mts_request",
-    "create",
-    "write",
-    "copy",
-];
+/// jq, parse domains); they must not stall the async workers ([`super::blocking`]).
+/// Reads (they change nothing) are tried on the worker first, within a small budget.
+const READS: &[&str] =
+    &["fields_get", "default_get", "search", "search_count", "search_read", "read", "name_get", "name_search"];
+const HEAVY_WRITES: &[&str] = &["preview_mts_request", "create", "write", "copy"];
 
 /// One model method.
 pub async fn call(
@@ -102,7 +92,10 @@ pub async fn call(
     args: &[Value],
     kwargs: &Map<String, Value>,
 ) -> Result<Value, OdooError> {
-    if HEAVY.contains(&method) {
+    if READS.contains(&method) {
+        return super::blocking::read_first(|| dispatch(app, model, method, args, kwargs)).await;
+    }
+    if HEAVY_WRITES.contains(&method) {
         return super::blocking::run(dispatch(app, model, method, args, kwargs)).await;
     }
     dispatch(app, model, method, args, kwargs).await
@@ -163,7 +156,11 @@ async fn dispatch(
         }
         "read" => reader.read(&a.ids(0, "ids")?, a.fields(1, "fields")?.as_deref())?.into(),
         "name_get" => {
-            let recs = reader.records(&a.ids(0, "ids")?)?;
+            let ids = a.ids(0, "ids")?;
+            if super::blocking::inline() && ids.len() > super::blocking::INLINE_IDS {
+                return Err(OdooError::Offload);
+            }
+            let recs = reader.records(&ids)?;
             orm::AnswerBudget::default().collect(recs.iter().map(|r| Ok(json!([r.id, orm::display_name(def, r)]))))?
         }
         "name_search" => {

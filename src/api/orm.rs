@@ -32,12 +32,17 @@ pub const MAX_ANSWER: usize = 10 << 20;
 /// passes [`MAX_ANSWER`] instead of building it whole first.
 pub struct AnswerBudget {
     left: usize,
+    /// Running out means "run this read again off the worker thread", not "too large".
+    offload: bool,
 }
 
 impl Default for AnswerBudget {
     fn default() -> Self {
+        if super::blocking::inline() {
+            return AnswerBudget { left: super::blocking::INLINE_ANSWER, offload: true };
+        }
         // Room for the JSON-RPC envelope around the result.
-        AnswerBudget { left: MAX_ANSWER - 4096 }
+        AnswerBudget { left: MAX_ANSWER - 4096, offload: false }
     }
 }
 
@@ -62,6 +67,7 @@ impl AnswerBudget {
                 self.left = left;
                 Ok(())
             }
+            None if self.offload => Err(OdooError::Offload),
             None => Err(OdooError::Value(format!(
                 "The answer would be larger than {MAX_ANSWER} bytes: ask for fewer records or fields at a time (limit and offset)"
             ))),
@@ -281,13 +287,19 @@ impl Reader<'_> {
         mut f: impl FnMut(Arc<Record>) -> ControlFlow<()>,
     ) -> Result<(), OdooError> {
         let model = self.model.name;
-        // The domain's evaluation is charged to one budget for the whole search.
-        let mut budget = domain::Budget::new(domain::SEARCH_BUDGET);
+        // Each record looked at and the domain's evaluation are charged to one budget for
+        // the whole search (a small one when tried on a worker thread).
+        let inline = super::blocking::inline();
+        let mut budget = domain::Budget::new(if inline { super::blocking::INLINE_WORK } else { domain::SEARCH_BUDGET });
         let expensive = std::cell::Cell::new(None);
-        let check = || expensive.get().map_or(Ok(()), |e| Err(OdooError::Value(format!("Invalid domain: {e}"))));
+        let check = || match expensive.get() {
+            None => Ok(()),
+            Some(_) if inline => Err(OdooError::Offload),
+            Some(e) => Err(OdooError::Value(format!("Invalid domain: {e}"))),
+        };
         let mut test = |rec: Arc<Record>| {
             let get = |field: &str| self.path_values(&rec, field);
-            match domain.matches_within(&get, &mut budget) {
+            match budget.charge(1).and_then(|()| domain.matches_within(&get, &mut budget)) {
                 Ok(true) => f(rec),
                 Ok(false) => ControlFlow::Continue(()),
                 Err(e) => {
@@ -424,6 +436,9 @@ impl Reader<'_> {
     pub fn read(&self, ids: &[u64], fields: Option<&[&str]>) -> Result<Vec<Value>, OdooError> {
         if let Some(fields) = fields {
             self.check_fields(fields)?;
+        }
+        if super::blocking::inline() && ids.len() > super::blocking::INLINE_IDS {
+            return Err(OdooError::Offload);
         }
         let mut absent = Vec::new();
         let mut out = Vec::new();
