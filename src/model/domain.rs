@@ -29,7 +29,7 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_LIKE_PATTERN: usize = 4_096;
 /// The work one search may spend evaluating its domain over the records (see [`Budget`]):
 /// a few tenths of a second of CPU at most (a domain of 10 terms over 1,000,000 records
-/// costs 10,000,000).
+/// costs 10,000,000, and `api::orm` charges each record it looks at too).
 pub const SEARCH_BUDGET: u64 = 100_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
