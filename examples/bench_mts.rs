@@ -123,7 +123,7 @@ async fn pool(bin: PathBuf, sizes: Vec<usize>, ms_per_record: u64, seconds: u64)
 async fn real(bin: PathBuf, workers: usize) {
     let mts_url = std::env::var("MTS_URL").expect("MTS_URL: the real MTS to measure");
     let (n, per_request, requests) = (600usize, 150usize, 4usize);
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut direct_rates = Vec::new();
     let mut service_rates = Vec::new();
     // Round 0 warms MTS up (its first requests are slower) and is not counted; the order
@@ -172,12 +172,17 @@ async fn real(bin: PathBuf, workers: usize) {
             }
         }
     }
+    // The ratio of each round (the two runs of a round are minutes apart at most, so the
+    // drift of a shared machine cancels out), and its median over the rounds.
+    let mut ratios: Vec<f64> = service_rates.iter().zip(&direct_rates).map(|(s, d)| s / d).collect();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let n = v.len();
+        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
     };
-    let (d, s) = (median(&mut direct_rates), median(&mut service_rates));
-    println!("| {workers} | {d:.0} records/s | {s:.0} records/s | {:.2} |", s / d);
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let (d, s, r) = (median(&mut direct_rates), median(&mut service_rates), median(&mut ratios));
+    println!("| {workers} | {d:.0} records/s | {s:.0} records/s | {r:.2} ({}) |", each.join(", "));
 }
 
 #[tokio::main]

@@ -7,8 +7,9 @@
 #    pool's capacity: once with the defaults' one request per worker in flight, once with two.
 # 2. The real MTS (mts-mock, started by scripts/real/mts.sh) with BENCH_REAL_WORKERS (1,2,4)
 #    gunicorn workers: 600 ODK submissions in 4 requests of 150, the service against MTS driven
-#    directly with the 4 requests at once, median of BENCH_ROUNDS (3) alternating rounds after a
-#    warm-up. Skipped with one line when the MTS sources are not there (see scripts/real/mts.sh).
+#    directly with the 4 requests at once, BENCH_ROUNDS (5) alternating rounds after a warm-up, the
+#    median of each and of the rounds' ratios. Skipped with one line when the MTS sources are not
+#    there (see scripts/real/mts.sh).
 #
 #   scripts/bench_mts.sh              # both parts
 #   BENCH_ONLY=pool scripts/bench_mts.sh
@@ -40,7 +41,7 @@ fi
 if [ "$ONLY" != pool ]; then
     echo "### The real MTS (mts-mock)"
     echo
-    echo "| gunicorn workers | MTS driven directly, 4 requests at once (baseline) | the service | ratio |"
+    echo "| gunicorn workers | MTS driven directly, 4 requests at once (baseline): median | the service: median | ratio: median of the rounds (each round) |"
     echo "|---|---|---|---|"
     for w in ${REAL_WORKERS//,/ }; do
         rc=0

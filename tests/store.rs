@@ -303,6 +303,42 @@ async fn retention_by_age_drops_old_runs_and_deliveries_but_keeps_what_is_needed
     assert_eq!(ids_of(&store, delivery::MODEL), vec![3]);
 }
 
+/// A start on a history far over the retention count makes a long first pass: SIGTERM
+/// does not wait for it (the chunks removed are durable, the next start goes on), the
+/// store is closed cleanly, and only a kill makes the next start check the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_leaves_a_long_retention_pass_and_closes_the_store_cleanly() {
+    const N: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let created = Utc::now() - TimeDelta::hours(1);
+    {
+        let store = Store::open(&data, MODELS).unwrap();
+        for _ in 0..N / 10_000 {
+            let ids = store.next_ids(run::MODEL, 10_000).unwrap();
+            store.put_all(run::MODEL, ids.map(|id| stored_run(id, 1, "done", "manual", created)).collect()).unwrap();
+            store.flush().await.unwrap();
+        }
+    }
+    let options = || Options::new().data_dir(&data).arg("--run-retention").arg("1");
+    let mut svc = Service::start_with(options()).await;
+    assert!(svc.terminate().await.success(), "{}", svc.log());
+    assert!(svc.log().contains("stopped; store flushed"), "{}", svc.log());
+    assert!(!svc.log().contains("old records removed"), "the stop waited for the whole pass:\n{}", svc.log());
+
+    let mut svc = Service::start_with(options()).await;
+    assert!(!svc.log().contains("not closed cleanly"), "{}", svc.log());
+    svc.wait_for_log("retention: old records removed").await;
+    let left = svc.ok(run::MODEL, "search_count", json!([[]]), json!({})).await;
+    assert!(left.as_u64().unwrap() <= 2, "the watermark run and the newest are kept: {left}");
+    svc.kill9();
+
+    let mut svc = Service::start_with(options()).await;
+    assert!(svc.log().contains("the store was not closed cleanly"), "{}", svc.log());
+    assert_eq!(svc.ok(run::MODEL, "search_count", json!([[]]), json!({})).await, left);
+    assert!(svc.terminate().await.success());
+}
+
 #[tokio::test]
 async fn a_reopen_with_a_large_history_reads_only_what_it_needs() {
     const N: u64 = 100_000;

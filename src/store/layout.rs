@@ -90,6 +90,18 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 fn builder(cache_bytes: usize) -> redb::Builder {
     let mut b = redb::Database::builder();
     b.set_cache_size(cache_bytes);
+    // Called (repeatedly) only when the file was not closed cleanly: a crash, a kill or a
+    // power cut. Nothing committed is lost; redb rebuilds its free-space map by walking
+    // the file (about a second per GB) before the store opens.
+    let told = std::sync::atomic::AtomicBool::new(false);
+    b.set_repair_callback(move |session| {
+        if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the store was not closed cleanly (a crash or a kill): checking it before the start");
+        }
+        if session.progress() >= 1.0 {
+            tracing::info!("store checked");
+        }
+    });
     b
 }
 

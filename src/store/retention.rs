@@ -223,10 +223,16 @@ impl Store {
     }
 }
 
-/// Runs a pass now and then every `policy.every` until `cancel`.
+/// Runs a pass now and then every `policy.every` until `cancel`. A pass is left where it
+/// is when `cancel` comes (a shutdown does not wait for a long first pass over a large
+/// history): each chunk it removed is durable already, the next start goes on.
 pub async fn run(store: Arc<Store>, policy: RetentionPolicy, cancel: tokio_util::sync::CancellationToken) {
     loop {
-        match store.prune(&policy, Utc::now()).await {
+        let pass = tokio::select! {
+            pass = store.prune(&policy, Utc::now()) => pass,
+            () = cancel.cancelled() => return,
+        };
+        match pass {
             Ok(Pruned { runs: 0, deliveries: 0 }) => {}
             Ok(p) => tracing::info!(runs = p.runs, deliveries = p.deliveries, "retention: old records removed"),
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),
