@@ -225,8 +225,6 @@ fn v1_is_empty(v1: &Path) -> bool {
     bytes(v1, true) == 0
 }
 
-/// Copies a version-1 store into `db` (the `.tmp` file): records re-encoded, indexes
-/// and counts built, ids' counters kept; the last commit is durable.
 /// What version 1 kept differently inside a record: a started one-time connector marked
 /// the run its start queued in `last_run_id` (now derived from the runs), so its window
 /// is not queued again after the migration.
@@ -240,6 +238,8 @@ fn upgrade_v1(model: &str, rec: &mut Record) {
     }
 }
 
+/// Copies a version-1 store into `db` (the `.tmp` file): records re-encoded, indexes
+/// and counts built, ids' counters kept; the last commit is durable.
 fn migrate(v1: &Path, db: &redb::Database, tables: &HashMap<&'static str, Table>) -> Result<(), StoreError> {
     let err = |message: String| StoreError::Migration { path: v1.to_path_buf(), message };
     let old = sled::Config::new()
