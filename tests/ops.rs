@@ -111,7 +111,10 @@ fn terminal(run: &Value) -> bool {
 
 /// Every sample of a Prometheus text body: `(name, labels, value)`. Panics on a line
 /// that is not a comment or a well-formed sample.
-fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+/// A metric sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(comment) = line.strip_prefix("# ") {
@@ -136,7 +139,7 @@ fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
 }
 
 /// The value of the sample `name` whose labels include `labels` (0 when absent).
-fn value(samples: &[(String, BTreeMap<String, String>, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
@@ -144,13 +147,26 @@ fn value(samples: &[(String, BTreeMap<String, String>, f64)], name: &str, labels
         .sum()
 }
 
-async fn scrape(svc: &Service) -> (String, Vec<(String, BTreeMap<String, String>, f64)>) {
+async fn scrape(svc: &Service) -> (String, Vec<Sample>) {
     let raw = svc.get("/metrics").await;
     assert_eq!(raw.status, 200, "{}", raw.body);
     let ct = raw.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     let parsed = samples(&raw.body);
     (raw.body, parsed)
+}
+
+/// A scrape once `mtsc_runs{state}` is `n` (or after 10 s): the counts by state follow the
+/// store's commits, a moment after a run's state is visible to a search.
+async fn scrape_with_runs(svc: &Service, state: &str, n: usize) -> (String, Vec<Sample>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (text, m) = scrape(svc).await;
+        if value(&m, "mtsc_runs", &[("state", state)]) == n as f64 || Instant::now() > deadline {
+            return (text, m);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn until_ready(svc: &Service) -> Value {
@@ -201,7 +217,7 @@ async fn metrics_count_calls_runs_records_and_upstream_calls_without_personal_da
     assert!(wrong.get("error").is_some());
     w.svc.call("object", "execute_kw", json!([common::DB, 2, API_KEY, "res.partner", "read", [[1]]])).await;
 
-    let (text, m) = scrape(&w.svc).await;
+    let (text, m) = scrape_with_runs(&w.svc, "done", done).await;
     let calls =
         |method: &str, outcome: &str| value(&m, "mtsc_rpc_calls_total", &[("method", method), ("outcome", outcome)]);
     assert_eq!(calls("mts.connector.create", "ok"), 1.0, "{text}");
@@ -248,7 +264,7 @@ async fn metrics_count_calls_runs_records_and_upstream_calls_without_personal_da
     let (s2, e2) = (end, end + TimeDelta::minutes(10));
     w.odk.add_generated_submissions(PROJECT, FORM, 2, s2, e2);
     w.import_and_wait(id, s2, e2).await;
-    let (_, m) = scrape(&w.svc).await;
+    let (_, m) = scrape_with_runs(&w.svc, "failed", 1).await;
     assert_eq!(
         value(&m, "mtsc_upstream_calls_total", &[("upstream", "mts"), ("call", "submit"), ("outcome", "http_4xx")]),
         1.0
