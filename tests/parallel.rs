@@ -54,17 +54,24 @@ async fn exactly_in_flight(mts: &FakeMts, n: usize) {
     assert_eq!(mts.submissions().len(), n, "the limit is {n} requests in flight");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_parts_of_a_split_window_go_to_mts_at_once_and_each_record_goes_once() {
+/// 400 submissions in an hour two hours ago, MTS holding what it takes, and a connector
+/// started on them with requests of at most 50, `parallel` in flight: its scheduled
+/// window is split into 8 parts. Answers the world, the connector, the submissions and
+/// the window's start.
+async fn started_split(parallel: usize) -> (World, u64, Vec<String>, DateTime<Utc>) {
     let w = World::start(fast(60.0)).await;
     let t = now_s() - TimeDelta::hours(2);
     let ids = w.odk.add_generated_submissions(PROJECT, FORM, 400, t, t + TimeDelta::hours(1));
     w.mts.hold_processing(true);
-    let id = w
-        .svc
-        .create(&w.connector(json!({"start_datetime": fmt(t), "max_records_per_request": 50, "mts_max_parallel": 4})))
-        .await;
+    let c = json!({"start_datetime": fmt(t), "max_records_per_request": 50, "mts_max_parallel": parallel});
+    let id = w.svc.create(&w.connector(c)).await;
     w.svc.connector("action_start", json!([[id]])).await;
+    (w, id, ids, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parts_of_a_split_window_go_to_mts_at_once_and_each_record_goes_once() {
+    let (w, id, ids, t) = started_split(4).await;
     // The scheduled window is split into parts; four of them are in MTS together.
     exactly_in_flight(&w.mts, 4).await;
     w.mts.hold_processing(false);
@@ -172,15 +179,7 @@ async fn a_part_that_fails_below_the_watermark_is_sent_again_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_cancels_the_parts_not_sent_and_a_restart_sends_exactly_those() {
-    let w = World::start(fast(60.0)).await;
-    let t = now_s() - TimeDelta::hours(2);
-    let ids = w.odk.add_generated_submissions(PROJECT, FORM, 400, t, t + TimeDelta::hours(1));
-    w.mts.hold_processing(true);
-    let id = w
-        .svc
-        .create(&w.connector(json!({"start_datetime": fmt(t), "max_records_per_request": 50, "mts_max_parallel": 2})))
-        .await;
-    w.svc.connector("action_start", json!([[id]])).await;
+    let (w, id, ids, _) = started_split(2).await;
     exactly_in_flight(&w.mts, 2).await;
     w.svc.connector("action_stop", json!([[id]])).await;
     w.mts.hold_processing(false);

@@ -292,6 +292,24 @@ def trap_service_calls(env, service=None):
         yield service
 
 
+def odk_vals(**values):
+    """A valid ODK connector's values, with ``values`` on top."""
+    vals = {
+        "name": "ODK survey",
+        "input_type": "odk",
+        "is_recurring": "recurring",
+        "interval_minutes": 60,
+        "odk_base_url": "https://odk.example.org",
+        "odk_odata_url": "https://odk.example.org/v1/projects/1/forms/f.svc",
+        "odk_email": "collector@example.org",
+        "odk_password": "odk-secret-pw",
+        "callback_url": "https://registry.example.org/api/v1/registry/individual",
+        "callback_authtype": "none",
+    }
+    vals.update(values)
+    return vals
+
+
 class MtsConnectorCase(TransactionCase):
     """Connectors against a recording double of the service."""
 
@@ -303,20 +321,7 @@ class MtsConnectorCase(TransactionCase):
         self.Connector = self.env["mts.connector"]
 
     def odk_vals(self, **values):
-        vals = {
-            "name": "ODK survey",
-            "input_type": "odk",
-            "is_recurring": "recurring",
-            "interval_minutes": 60,
-            "odk_base_url": "https://odk.example.org",
-            "odk_odata_url": "https://odk.example.org/v1/projects/1/forms/f.svc",
-            "odk_email": "collector@example.org",
-            "odk_password": "odk-secret-pw",
-            "callback_url": "https://registry.example.org/api/v1/registry/individual",
-            "callback_authtype": "none",
-        }
-        vals.update(values)
-        return vals
+        return odk_vals(**values)
 
     def create_connector(self, **values):
         return self.Connector.create(self.odk_vals(**values))
@@ -375,21 +380,15 @@ class RealServiceCase(TransactionCase):
         return self.env["mts.connector.service"]._call_raw(model, method, list(args), kwargs)
 
     def odk_vals(self, **values):
-        vals = {
-            "name": f"Real ODK {self._testMethodName}",
-            "mts_url": CLOSED_URL,
-            "input_type": "odk",
-            "is_recurring": "recurring",
-            "interval_minutes": 60,
-            "odk_base_url": CLOSED_URL,
-            "odk_odata_url": f"{CLOSED_URL}/v1/projects/1/forms/f.svc/Submissions",
-            "odk_email": "collector@example.org",
-            "odk_password": "odk-secret-pw",
-            "callback_url": "https://registry.example.org/api/v1/registry/individual",
-            "callback_authtype": "none",
-        }
-        vals.update(values)
-        return vals
+        return odk_vals(
+            **{
+                "name": f"Real ODK {self._testMethodName}",
+                "mts_url": CLOSED_URL,
+                "odk_base_url": CLOSED_URL,
+                "odk_odata_url": f"{CLOSED_URL}/v1/projects/1/forms/f.svc/Submissions",
+                **values,
+            }
+        )
 
     def create_connector(self, **values):
         connector = self.Connector.create(self.odk_vals(**values))
