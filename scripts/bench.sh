@@ -103,10 +103,12 @@ $rpc
 ## Scheduler
 
 $CONNECTORS recurring ODK connectors with 1-minute intervals, created over JSON-RPC and
-started together, against fake ODK Central and MTS that answer at once (every window is
+started by one \`action_start\` call, so that every round has all of them due in the same
+second, against fake ODK Central and MTS that answer at once (every window is
 empty, so each fire is a run that pre-counts in ODK and ends \`empty\`), watched for
 $MINUTES minutes (\`examples/bench_engine.rs scheduler\`). Lateness is the service's own
-\`mtsc_scheduler_lateness_seconds\` histogram (due time to run queued), over the rounds
+\`mtsc_scheduler_lateness_seconds\` histogram (due time to run queued and free to start:
+a fire is stored up to a second ahead and its runs released when due), over the rounds
 after the first, with quantiles interpolated inside buckets as Prometheus does. CPU is
 from \`/proc/<pid>/stat\` over the 200 ms samples in which the service wrote no log line
 (nor in the samples either side). Baselines: $CONNECTORS bare tokio timers due at the

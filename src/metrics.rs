@@ -459,7 +459,7 @@ impl Metrics {
             ),
             lateness: Family::new(
                 "mtsc_scheduler_lateness_seconds",
-                "How late a recurring connector fired after its due time (next_run_at)",
+                "How late a recurring connector's runs were free to start after its due time (next_run_at)",
                 h(LATENESS_BUCKETS),
                 &[],
             ),

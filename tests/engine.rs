@@ -501,3 +501,106 @@ async fn one_mts_endpoint_gets_at_most_max_per_mts_requests() {
     assert_eq!(most_submitting_at_once(per_mts(1)).await, 1);
     assert_eq!(most_submitting_at_once(per_mts(2)).await, 2, "the bound is the setting");
 }
+
+/// Odoo's `next_run_at` of connector `id` (whole seconds: the fire is due within the
+/// second that follows).
+async fn next_run_at(w: &World, id: u64) -> chrono::DateTime<Utc> {
+    at(&w.svc.connector("read", json!([[id], ["next_run_at"]])).await[0]["next_run_at"])
+}
+
+/// Waits for the first run of a started connector to end, then for its next fire to be
+/// stored ahead of the due time: answers the due second and the queued run.
+async fn stored_ahead(w: &World, id: u64) -> (chrono::DateTime<Utc>, Value) {
+    until(20, "the first run ended", || async { w.runs(id).await.first().filter(|r| terminal(r)).cloned() }).await;
+    let due = next_run_at(w, id).await;
+    let run = until(20, "the next fire stored", || async { w.runs(id).await.get(1).cloned() }).await;
+    assert_eq!(run["state"], "queued", "{run}");
+    // Stored about a second (a tenth of the minute) before the fire, which is due
+    // within the second after `due`.
+    assert!(Utc::now() < due + TimeDelta::milliseconds(500), "seen at {} for a fire due at {due}", Utc::now());
+    assert_eq!(run["window_end"], json!(mts_connector::model::format_datetime(due)), "{run}");
+    (due, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_is_stored_ahead_of_its_due_time_and_runs_when_due() {
+    // One "minute" is 10 s: fires every 10 s, stored 1 s ahead.
+    let w = World::start(fast(10.0)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    let (due, run) = stored_ahead(&w, id).await;
+    let fires_counted = lateness_count(&w).await;
+    // Until it is due the run waits: ODK Central is not asked about its window.
+    let (seen, asked) = (Instant::now(), w.odk.requests().len());
+    while w.odk.requests().len() == asked {
+        let now = w.runs(id).await;
+        assert!(Instant::now() - seen < Duration::from_secs(20), "the stored fire never ran: {:?}", states(&now));
+        if Utc::now() < due {
+            assert_eq!(now[1]["state"], "queued", "before {due}: {:?}", states(&now));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(Utc::now() >= due, "ODK Central asked before the fire was due ({due})");
+    // Stored about a second (the lead) before it went to ODK Central.
+    let waited = Instant::now() - seen;
+    assert!(waited >= Duration::from_millis(500), "the stored fire waited only {waited:?}");
+    let runs = until(20, "the stored fire ran", || async {
+        let runs = w.runs(id).await;
+        runs.get(1).is_some_and(terminal).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs[1]["id"], run["id"]);
+    assert_eq!(runs[1]["state"], "empty", "{:?}", states(&runs));
+    assert!(w.odk.requests().len() > asked, "the window was counted in ODK once due");
+    assert_tiled(&runs[..2]);
+    // The next fire moved on: one run per fire, none twice.
+    assert!(next_run_at(&w, id).await >= due + TimeDelta::seconds(9));
+    // Its lateness is counted once it was released at the due time.
+    assert_eq!(lateness_count(&w).await, fires_counted + 1);
+}
+
+/// How many fires `mtsc_scheduler_lateness_seconds` has counted.
+async fn lateness_count(w: &World) -> u64 {
+    let metrics = w.svc.get("/metrics").await.body;
+    let line = metrics.lines().find_map(|l| l.strip_prefix("mtsc_scheduler_lateness_seconds_count "));
+    line.and_then(|n| n.trim().parse().ok()).unwrap_or_else(|| panic!("no lateness count in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_stored_ahead_survives_kill9_and_a_stop_before_it_is_due_cancels_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut w = World::start(fast(10.0).data_dir(&data)).await;
+    let id = w.svc.create(&w.connector(json!({}))).await;
+    w.svc.connector("action_start", json!([[id]])).await;
+    let (due, run) = stored_ahead(&w, id).await;
+    // Killed while it waits: after the restart the same run waits for the same due time,
+    // and no second run is made for that fire.
+    w.svc.kill9();
+    w.svc = Service::start_with(fast(10.0).data_dir(&data)).await;
+    let runs = until(20, "the stored fire ran after the restart", || async {
+        let runs = w.runs(id).await;
+        runs.get(1).is_some_and(terminal).then_some(runs)
+    })
+    .await;
+    assert!(Utc::now() >= due, "it ran before it was due ({due})");
+    assert_eq!(runs[1]["id"], run["id"]);
+    assert_eq!(runs[1]["state"], "empty", "{:?}", states(&runs));
+    assert_tiled(&runs[..2]);
+    // The third fire is stored ahead too; a stop before its due time cancels it unsent.
+    let due = next_run_at(&w, id).await;
+    let third = until(20, "the third fire stored", || async { w.runs(id).await.get(2).cloned() }).await;
+    assert_eq!(third["state"], "queued", "{third}");
+    let asked = w.odk.requests().len();
+    w.svc.connector("action_stop", json!([[id]])).await;
+    assert!(Utc::now() < due + TimeDelta::seconds(1), "stopped too late to test a stop before the fire was due");
+    let third =
+        until(10, "the stored fire cancelled", || async { w.runs(id).await.get(2).filter(|r| terminal(r)).cloned() })
+            .await;
+    assert_eq!(third["state"], "cancelled", "{third}");
+    assert_eq!(third["error_message"], "the connector was stopped before this scheduled run was due", "{third}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.odk.requests().len(), asked, "a cancelled fire must not reach ODK Central");
+    assert!(w.mts.submissions().is_empty());
+    assert_eq!(w.runs(id).await.len(), 3);
+}

@@ -40,7 +40,14 @@ impl Engine {
                     // Also when its task is waiting for a slot: the task finds the run
                     // ended at its next step and stops.
                     if queued {
-                        self.cancel(id, "the connector was stopped").await?;
+                        let early = self.run(id).and_then(|r| r.int(super::runs::NOT_BEFORE_MS));
+                        let why = match early {
+                            Some(ms) if ms > chrono::Utc::now().timestamp_millis() => {
+                                "the connector was stopped before this scheduled run was due"
+                            }
+                            _ => "the connector was stopped",
+                        };
+                        self.cancel(id, why).await?;
                     }
                 }
             }
@@ -154,7 +161,7 @@ impl Engine {
                     format_datetime(start)
                 )));
             }
-            fires.push(Fire { connector: c.id, windows, settles, next_at: None });
+            fires.push(Fire { connector: c.id, windows, settles, next_at: None, not_before: None });
         }
         Ok(self.fire_batch(fires).await?.runs)
     }

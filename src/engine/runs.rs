@@ -32,6 +32,9 @@ use crate::model::run::{advances_watermark, is_gap};
 pub const TILES: &str = "_tiles";
 /// Hidden value: how many times MTS lost this window before (a resubmission carries it).
 pub const LOST: &str = "_lost";
+/// Hidden value: a scheduled run stored ahead of its fire time waits until then
+/// (milliseconds since the epoch; see [`crate::engine::scheduler`]).
+pub const NOT_BEFORE_MS: &str = "_not_before_ms";
 
 pub fn time(run: &Record, field: &str) -> Option<DateTime<Utc>> {
     run.str(field).and_then(|s| parse_datetime(s).ok())
@@ -55,7 +58,11 @@ pub fn place_of(store: &Store, run: &Record) -> Option<(String, Option<DateTime<
     if is_terminal(run) {
         return None;
     }
-    let due = if state(run) == "retrying" { time(run, "next_attempt_at") } else { None };
+    let due = match state(run) {
+        "retrying" => time(run, "next_attempt_at"),
+        "queued" => run.int(NOT_BEFORE_MS).and_then(DateTime::from_timestamp_millis),
+        _ => None,
+    };
     let c = store.get(connector::MODEL, connector_id(run));
     let needs_room = run.str("trigger") != Some("vid_cleanup")
         && state(run) != "submitted"
@@ -218,6 +225,8 @@ pub struct Fire {
     pub settles: Vec<u64>,
     /// The connector's next fire (`None`: unchanged, as for *Run now*).
     pub next_at: Option<DateTime<Utc>>,
+    /// The runs wait until then (a fire stored ahead of its due time).
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// What [`Engine::fire_batch`] stored: the new runs' ids, and when they were durable.
@@ -289,6 +298,9 @@ impl Engine {
                 for w in &fire.windows {
                     let Some(run_id) = ids.next() else { break };
                     let mut run = new_run_at(run_id, fire.connector, "schedule", w.start, w.end, &now, created);
+                    if let Some(at) = fire.not_before {
+                        run.set(NOT_BEFORE_MS, at.timestamp_millis());
+                    }
                     if let Some(gap) = w.covers {
                         run.set("retry_of_id", gap);
                         run.set("error_message", format!("sends again the window of run #{gap}"));
