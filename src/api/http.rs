@@ -63,8 +63,8 @@ fn new_session_id() -> String {
 pub fn rpc_module(app: Arc<App>) -> RpcModule<App> {
     let mut module = RpcModule::from_arc(app);
     // Registering a fixed, unique name on a fresh module cannot fail.
-    let _ = module.register_async_method("call", |params: Params<'static>, app, ext| async move {
-        let ctx = ext.get::<RequestCtx>().cloned();
+    let _ = module.register_async_method("call", |params: Params<'static>, app, mut ext| async move {
+        let ctx = ext.remove::<RequestCtx>();
         let started = Instant::now();
         let params: Value = params.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
         let (result, path) = match ctx {
@@ -361,8 +361,11 @@ async fn route_request(
     if req.method() == Method::GET && jsonrpsee::server::http::content_type_is_json(&req) {
         *req.method_mut() = Method::POST;
     }
-    let ctx = RequestCtx { session: session_cookie(&req), new_session: new_session_id(), path };
-    req.extensions_mut().insert(ctx.clone());
+    // Only a login makes a session: the id is drawn for that path alone.
+    let login = path == "/web/session/authenticate";
+    let new_session = if login { new_session_id() } else { String::new() };
+    let ctx = RequestCtx { session: session_cookie(&req), new_session: new_session.clone(), path };
+    req.extensions_mut().insert(ctx);
     // The body is read here, bounded in size, time and memory, before jsonrpsee sees it.
     let (parts, body) = req.into_parts();
     let limit = MAX_BODY as usize;
@@ -382,8 +385,8 @@ async fn route_request(
             json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error"}))
         }
     };
-    if ctx.path == "/web/session/authenticate" && app.session_uid(&ctx.new_session).is_some() {
-        let cookie = format!("session_id={}; HttpOnly; Path=/; SameSite=Lax", ctx.new_session);
+    if login && app.session_uid(&new_session).is_some() {
+        let cookie = format!("session_id={new_session}; HttpOnly; Path=/; SameSite=Lax");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().insert(header::SET_COOKIE, v);
         }

@@ -49,20 +49,7 @@ impl Default for AnswerBudget {
 impl AnswerBudget {
     /// Counts `part` (one element of the answer); an error once the answer is too large.
     pub fn charge(&mut self, part: &Value) -> Result<(), OdooError> {
-        struct Counter(usize);
-        impl std::io::Write for Counter {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut size = Counter(1);
-        // Writing to a counter cannot fail.
-        let _ = serde_json::to_writer(&mut size, part);
-        match self.left.checked_sub(size.0) {
+        match self.left.checked_sub(json_size(part) + 1) {
             Some(left) => {
                 self.left = left;
                 Ok(())
@@ -83,6 +70,43 @@ impl AnswerBudget {
             out.push(part);
         }
         Ok(Value::Array(out))
+    }
+}
+
+/// The length of `v` serialized as compact JSON (as `serde_json` writes it), counted
+/// without writing it.
+pub fn json_size(v: &Value) -> usize {
+    fn digits(mut n: u64) -> usize {
+        let mut d = 1;
+        while n >= 10 {
+            n /= 10;
+            d += 1;
+        }
+        d
+    }
+    fn string(s: &str) -> usize {
+        2 + s
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..0x20 => 6,
+                _ => 1,
+            })
+            .sum::<usize>()
+    }
+    match v {
+        Value::Null => 4,
+        Value::Bool(b) => 4 + usize::from(!b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => digits(u),
+            (None, Some(i)) => 1 + digits(i.unsigned_abs()),
+            _ => n.to_string().len(),
+        },
+        Value::String(s) => string(s),
+        Value::Array(items) => 2 + items.len().saturating_sub(1) + items.iter().map(json_size).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map.len().saturating_sub(1) + map.iter().map(|(k, v)| string(k) + 1 + json_size(v)).sum::<usize>()
+        }
     }
 }
 
@@ -614,14 +638,41 @@ pub fn update_each(
 
 /// The newest top-level run of `connector` (not a split part nor a walk's page).
 pub fn last_run(store: &Store, connector: u64) -> Option<u64> {
-    let mut last = None;
     let (c, top) = (Value::from(connector), Value::Null);
-    let found = store.scan_index(model::run::MODEL, "connector_top", &[&c, &top], true, |id| {
-        last = Some(id);
-        std::ops::ControlFlow::Break(())
-    });
-    if let Err(e) = found {
+    store.newest_id(model::run::MODEL, "connector_top", &[&c, &top]).unwrap_or_else(|e| {
         tracing::warn!(connector_id = connector, error = %e, "cannot read the connector's last run");
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_size_is_the_length_serde_json_writes() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(9),
+            json!(10),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(-1),
+            json!(1.5),
+            json!(-0.001),
+            json!(1e300),
+            json!(""),
+            json!("quote \" backslash \\ newline \n tab \t cr \r bell \u{7} nul \u{0} del \u{7f} é 🦀"),
+            json!([]),
+            json!({}),
+            json!([1, "two", [3, {"four": 4}], null]),
+            json!({"id": 7, "name": "Registrations", "last_run_id": [12, "#12"], "next_run_at": false}),
+        ];
+        for v in &values {
+            assert_eq!(json_size(v), serde_json::to_string(v).unwrap().len(), "{v}");
+        }
     }
-    last
 }

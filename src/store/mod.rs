@@ -134,7 +134,12 @@ struct Table {
     cache: Mutex<GenCache>,
     /// Bumped by every change of the table (see [`Store::generation`]).
     generation: AtomicU64,
+    /// [`Store::newest_id`]'s answers for the generation they were read at.
+    newest: Mutex<Newest>,
 }
+
+/// Remembered newest ids (by index name and key prefix) of one table generation.
+type Newest = (u64, HashMap<Vec<u8>, Option<u64>>);
 
 impl Table {
     fn new(schema: ModelSchema, record_cache: usize) -> Table {
@@ -145,6 +150,7 @@ impl Table {
             rows: (!schema.on_disk).then(|| RwLock::new(BTreeMap::new())),
             cache: Mutex::new(GenCache::new(if schema.on_disk { record_cache } else { 0 })),
             generation: AtomicU64::new(0),
+            newest: Mutex::new((0, HashMap::new())),
             schema,
         }
     }
@@ -797,6 +803,37 @@ impl Store {
         Ok(IndexIds { disk, next_disk: None, extra: extra.into_iter().peekable(), overridden, desc, done: false })
     }
 
+    /// The newest id [`Store::index_ids`] would visit (the first in descending order),
+    /// remembered until the table changes: the control plane asks it for every connector
+    /// it shows (its last run), far more often than runs are written.
+    pub fn newest_id(&self, model: &str, index: &str, prefix: &[&Value]) -> Result<Option<u64>, StoreError> {
+        /// Answers remembered at most (a table of this many connectors is read fresh).
+        const MAX_REMEMBERED: usize = 16_384;
+        let table = self.inner.table(model)?;
+        let mut key = index.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&codec::prefix(prefix));
+        // Read before the index: a write in between bumps it, and the answer is dropped.
+        let generation = table.generation.load(Ordering::SeqCst);
+        {
+            let memo = lock(&table.newest);
+            if memo.0 == generation
+                && let Some(hit) = memo.1.get(&key)
+            {
+                return Ok(*hit);
+            }
+        }
+        let found = self.index_ids(model, index, prefix, true)?.next().transpose()?;
+        let mut memo = lock(&table.newest);
+        if table.generation.load(Ordering::SeqCst) == generation {
+            if memo.0 != generation || memo.1.len() >= MAX_REMEMBERED {
+                *memo = (generation, HashMap::new());
+            }
+            memo.1.insert(key, found);
+        }
+        Ok(found)
+    }
+
     /// Up to `limit` records found through `index` (see [`Store::scan_index`]).
     pub fn find(
         &self,
@@ -1193,6 +1230,30 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![6, 5, 4, 3, 2]);
         assert_eq!(s.next_id(RUN).unwrap(), 7);
+    }
+
+    #[test]
+    fn the_newest_id_of_an_index_follows_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &[RUN]).unwrap();
+        let (one, two) = (json!(1), json!(2));
+        let newest = |c: &Value| s.newest_id(RUN, "connector", &[c]).unwrap();
+        assert_eq!(newest(&one), None);
+        s.put_all(RUN, vec![run(1, 1, "done"), run(2, 2, "done")]).unwrap();
+        // Remembered answers are read again after each write, committed or not.
+        assert_eq!((newest(&one), newest(&two)), (Some(1), Some(2)));
+        assert_eq!(newest(&one), Some(1));
+        s.put(RUN, run(3, 1, "queued")).unwrap();
+        assert_eq!((newest(&one), newest(&two)), (Some(3), Some(2)));
+        s.flush_blocking().unwrap();
+        assert_eq!(newest(&one), Some(3));
+        s.remove_all(RUN, &[3]).unwrap();
+        assert_eq!(newest(&one), Some(1));
+        s.remove_all(RUN, &[1]).unwrap();
+        s.flush_blocking().unwrap();
+        assert_eq!((newest(&one), newest(&two)), (None, Some(2)));
+        // A different index with the same key prefix is answered on its own.
+        assert_eq!(s.newest_id(RUN, "connector_top", &[&two]).unwrap(), Some(2));
     }
 
     #[test]
