@@ -55,6 +55,8 @@ import_fast=$(run_import_fast_polls)
 elapsed=$(( $(date +%s) - started ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# Read before BENCHMARKS.md is rewritten (that is a change of the tree too).
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 disk=$(df -h --output=fstype,source . | tail -1 | awk '{print $1 " on " $2}')
@@ -80,7 +82,7 @@ ratio between them. The service, the drivers and the fakes share the machine's c
 | | |
 |---|---|
 | date | $(date -u '+%Y-%m-%d %H:%M UTC') |
-| commit | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)') |
+| commit | $commit |
 | CPU | $cpu, $(nproc) cores |
 | memory | $mem |
 | store | $disk |
