@@ -291,6 +291,18 @@ impl Engine {
             let mut ids = self.store.next_ids(MODEL, fires.iter().map(|f| f.windows.len()).sum::<usize>() as u64)?;
             let mut new_ids = Vec::new();
             for fire in fires {
+                // A scheduled fire (not Run now) of a connector stopped since the pass read
+                // it stores nothing: the stop cancelled the connector's open runs before
+                // this write lock was taken, so a run written now would be left queued,
+                // and its schedule entry, cleared by the stop, would come back.
+                if fire.next_at.is_some()
+                    && self
+                        .store
+                        .get(connector::MODEL, fire.connector)
+                        .is_none_or(|c| c.str("job_status") != Some("running"))
+                {
+                    continue;
+                }
                 if let Some(at) = fire.next_at {
                     schedule.push((fire.connector, Some(at)));
                 }
@@ -606,5 +618,37 @@ impl Engine {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    #[tokio::test]
+    async fn a_scheduled_fire_of_a_connector_stopped_meanwhile_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path(), &[connector::MODEL, MODEL]).unwrap());
+        let engine = Engine::new(store.clone(), EngineConfig::default(), reqwest::Client::new()).unwrap();
+        for (id, status) in [(1, "running"), (2, "completed")] {
+            let mut c = Record { id, ..Default::default() };
+            c.set("job_status", status);
+            store.put(connector::MODEL, c).unwrap();
+        }
+        let end = Utc::now();
+        let window = FireWindow { start: end - TimeDelta::minutes(5), end, covers: None };
+        let fire =
+            |connector, next_at| Fire { connector, windows: vec![window], settles: vec![], next_at, not_before: None };
+        let next = Some(end + TimeDelta::minutes(5));
+        let fired = engine.fire_batch(vec![fire(1, next), fire(2, next)]).await.unwrap();
+        assert_eq!(fired.runs.len(), 1);
+        assert_eq!(engine.run(fired.runs[0]).map(|r| connector_id(&r)), Some(1));
+        assert!(engine.open_runs(2).is_empty());
+        assert!(store.schedule_get(1).is_some() && store.schedule_get(2).is_none());
+        // Run now (no next fire) still queues a run for a stopped connector.
+        let fired = engine.fire_batch(vec![fire(2, None)]).await.unwrap();
+        assert_eq!(engine.open_runs(2), fired.runs);
+        assert!(store.schedule_get(2).is_none());
     }
 }
