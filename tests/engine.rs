@@ -541,9 +541,10 @@ async fn a_fire_is_stored_ahead_of_its_due_time_and_runs_when_due() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(Utc::now() >= due, "ODK Central asked before the fire was due ({due})");
-    // Stored about a second (the lead) before it went to ODK Central.
+    // Stored about a second (the lead) before it went to ODK Central (without the lead,
+    // the window is counted in ODK as soon as the run exists).
     let waited = Instant::now() - seen;
-    assert!(waited >= Duration::from_millis(500), "the stored fire waited only {waited:?}");
+    assert!(waited >= Duration::from_millis(250), "the stored fire waited only {waited:?}");
     let runs = until(20, "the stored fire ran", || async {
         let runs = w.runs(id).await;
         runs.get(1).is_some_and(terminal).then_some(runs)
