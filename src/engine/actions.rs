@@ -36,19 +36,18 @@ impl Engine {
             if c.str("job_status") == Some("completed") {
                 self.index().stopped.insert(c.id, chrono::Utc::now());
                 for id in self.open_runs(c.id) {
-                    let queued = self.run(id).is_some_and(|r| matches!(state(&r), "queued" | "retrying"));
+                    let Some(run) = self.run(id).filter(|r| matches!(state(r), "queued" | "retrying")) else {
+                        continue;
+                    };
                     // Also when its task is waiting for a slot: the task finds the run
                     // ended at its next step and stops.
-                    if queued {
-                        let early = self.run(id).and_then(|r| r.int(super::runs::NOT_BEFORE_MS));
-                        let why = match early {
-                            Some(ms) if ms > chrono::Utc::now().timestamp_millis() => {
-                                "the connector was stopped before this scheduled run was due"
-                            }
-                            _ => "the connector was stopped",
-                        };
-                        self.cancel(id, why).await?;
-                    }
+                    let why = match run.int(super::runs::NOT_BEFORE_MS) {
+                        Some(ms) if ms > chrono::Utc::now().timestamp_millis() => {
+                            "the connector was stopped before this scheduled run was due"
+                        }
+                        _ => "the connector was stopped",
+                    };
+                    self.cancel(id, why).await?;
                 }
             }
         }
