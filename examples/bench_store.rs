@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use mts_connector::api::orm::Reader;
+use mts_connector::api::orm::{AnswerBudget, Reader};
 use mts_connector::model::fields::Record;
 use mts_connector::model::{connector, delivery, format_datetime, run};
 use mts_connector::server::MODELS;
@@ -143,10 +143,12 @@ fn latest_runs(store: &Store, calls: usize, domain: impl Fn(u64) -> Value) -> Ve
         let c = 1 + (i as u64 * 7) % CONNECTORS;
         let t = Instant::now();
         let hits = reader.search(Some(&domain(c)), 0, Some(20), Some("id desc")).expect("search");
-        let rows: Vec<Value> = hits.iter().map(|r| reader.render(r, Some(RUN_FIELDS)).expect("render")).collect();
-        let bytes = serde_json::to_vec(&rows).expect("json");
+        let columns = reader.columns(Some(RUN_FIELDS)).expect("columns");
+        let bytes =
+            AnswerBudget::default().json_list(&hits, |out, r| reader.render_json(out, r, &columns)).expect("render");
         lat.push(t.elapsed().as_micros() as u64);
-        assert_eq!(rows.len(), 20, "{}", String::from_utf8_lossy(&bytes));
+        let rows: Vec<Value> = serde_json::from_str(&bytes).expect("json");
+        assert_eq!(rows.len(), 20, "{bytes}");
         assert_eq!(rows[0]["connector_id"][0], c);
     }
     lat.sort_unstable();

@@ -1462,3 +1462,59 @@ async fn a_registry_connector_starts_and_its_walk_reports_an_unreachable_registr
     assert!(!run.to_string().contains("SECRET"), "{run}");
     assert!(!svc.log().contains("reg-pw-SECRET7"));
 }
+
+/// A single call is answered by the service's own path (rows written straight as JSON),
+/// a batch by jsonrpsee: the same request must get the same bytes either way, for
+/// results, errors, odd ids and values that need escaping.
+#[tokio::test]
+async fn a_single_call_answers_the_very_bytes_jsonrpsee_answers_in_a_batch() {
+    let svc = Service::start().await;
+    search_fixture(&svc).await;
+    let odd = merged(&valid_connector(), &json!({"name": "Quote \" back\\slash \u{1} tab\t é 🦀 </script>"}));
+    svc.connector("create", json!([odd])).await;
+    let kw = |method: &str, args: Value, kwargs: Value| {
+        json!({"service": "object", "method": "execute_kw",
+            "args": [common::DB, common::UID, API_KEY, M, method, args, kwargs]})
+    };
+    let cases = [
+        kw(
+            "search_read",
+            json!([[["lang_code", "=", "eng"]]]),
+            json!({"fields": ["name", "last_run_id", "next_run_at"], "limit": 2, "order": "name"}),
+        ),
+        // Asked twice, and `id` asked for: each once, `id` first.
+        kw("search_read", json!([[], ["name", "id", "name", "display_name", "job_status"]]), json!({})),
+        kw("search_read", json!([[["id", "=", 6]]]), json!({})),
+        kw("read", json!([[6, 1]]), json!({})),
+        kw("read", json!([[2], ["interval_minutes", "odk_password", "callback_auth_password"]]), json!({})),
+        kw("read", json!([[1, 99]]), json!({})),
+        kw("search_read", json!([[], ["no_such_field"]]), json!({})),
+        kw("search_read", json!([[["name", "ilike", "alpha"]], []]), json!({"limit": 0})),
+        kw("search", json!([[]]), json!({})),
+        json!({"service": "common", "method": "version", "args": []}),
+        json!({"service": "common", "method": "login", "args": [common::DB, "admin", "wrong"]}),
+    ];
+    let ids = [json!(7), json!("id \"quoted\" \u{e9}"), json!(null), json!(u64::MAX)];
+    for (i, params) in cases.iter().enumerate() {
+        let id = &ids[i % ids.len()];
+        let body = json!({"jsonrpc": "2.0", "method": "call", "params": params, "id": id}).to_string();
+        let single = svc.post_raw("/jsonrpc", body.clone().into_bytes(), Some("application/json")).await;
+        let batch = svc.post_raw("/jsonrpc", format!("[{body}]").into_bytes(), Some("application/json")).await;
+        assert_eq!((single.status, batch.status), (200, 200), "{params}");
+        // What jsonrpsee's own single answers carry.
+        assert_eq!(single.headers["content-type"], "application/json; charset=utf-8", "{params}");
+        assert_eq!(format!("[{}]", single.body), batch.body, "{params}");
+        assert_eq!(single.json()["id"], *id, "{}", single.body);
+    }
+    // The rows really are the records (not only equal to jsonrpsee's bytes).
+    let body = json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": cases[3]}).to_string();
+    let rows = svc.post_raw("/jsonrpc", body.into_bytes(), Some("application/json")).await.json()["result"].clone();
+    assert_eq!(rows[0]["name"], odd["name"], "{rows}");
+    assert_eq!(rows[0]["odk_password"], "********", "{rows}");
+    assert_eq!(rows[1]["name"], "Alpha North", "{rows}");
+    // Keys in the order asked for, each once, `id` first (as Odoo's dicts have them).
+    let body = json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": cases[1]}).to_string();
+    let rows = svc.post_raw("/jsonrpc", body.into_bytes(), Some("application/json")).await.json()["result"].clone();
+    let keys: Vec<&str> = rows[0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["id", "name", "display_name", "job_status"], "{rows}");
+}

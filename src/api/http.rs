@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use jsonrpsee::RpcModule;
 use jsonrpsee::server::{HttpBody, ServerConfig, StopHandle, TowerServiceBuilder};
 use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::{MethodResponse, ResponsePayload, RpcModule};
 use serde_json::{Value, json};
 use tower::Service;
 
 use super::error::OdooError;
+use super::methods::Answer;
 use super::{App, body, health, methods, version};
 use crate::metrics::METRICS;
 
@@ -65,45 +66,78 @@ pub fn rpc_module(app: Arc<App>) -> RpcModule<App> {
     // Registering a fixed, unique name on a fresh module cannot fail.
     let _ = module.register_async_method("call", |params: Params<'static>, app, mut ext| async move {
         let ctx = ext.remove::<RequestCtx>();
-        let started = Instant::now();
-        let params: Value = params.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
-        let (result, path) = match ctx {
-            Some(ctx) => (rpc(&app, &ctx, &params).await, ctx.path),
-            None => (Err(OdooError::NotFound("no route".into())), String::new()),
-        };
-        // The outcome is the Odoo exception's class name: a fixed vocabulary.
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.exception_name().rsplit('.').next().unwrap_or("error"),
-        };
-        METRICS.rpc_call(&crate::metrics::rpc_method_label(&path, &params), outcome, started.elapsed());
-        result.map_err(|e| {
-            tracing::debug!(error = %e, "call refused");
-            ErrorObjectOwned::from(e)
-        })
+        answer(&app, ctx.as_ref(), params.as_str()).await.map_err(ErrorObjectOwned::from)
     });
     module
 }
 
-async fn rpc(app: &App, ctx: &RequestCtx, params: &Value) -> Result<Value, OdooError> {
+/// The answer to one `call` with `params` (raw JSON), counted and logged: what the
+/// jsonrpsee module and the single-call path below both answer.
+async fn answer(app: &App, ctx: Option<&RequestCtx>, params: Option<&str>) -> Result<Answer, OdooError> {
+    let started = Instant::now();
+    let params: Value = params.and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+    let result = match ctx {
+        Some(ctx) => rpc(app, ctx, &params).await,
+        None => Err(OdooError::NotFound("no route".into())),
+    };
+    // The outcome is the Odoo exception's class name: a fixed vocabulary.
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.exception_name().rsplit('.').next().unwrap_or("error"),
+    };
+    let path = ctx.map_or("", |c| c.path.as_str());
+    METRICS.rpc_call(&crate::metrics::rpc_method_label(path, &params), outcome, started.elapsed());
+    if let Err(e) = &result {
+        tracing::debug!(error = %e, "call refused");
+    }
+    result
+}
+
+/// A single `call` request (what every Odoo client sends) answered without the jsonrpsee
+/// service around it, in the very envelope and response jsonrpsee would build (its own
+/// request type, `MethodResponse` and HTTP response). `None` when `body` is anything else
+/// (a batch, a notification, another method, not a request): that is jsonrpsee's to answer.
+async fn single_call(app: &App, ctx: &RequestCtx, body: &[u8]) -> Option<Response<HttpBody>> {
+    let call: jsonrpsee::types::Request = serde_json::from_slice(body).ok()?;
+    if call.method != "call" {
+        return None;
+    }
+    let params = call.params.as_deref().map(serde_json::value::RawValue::get);
+    let rp = match answer(app, Some(ctx), params).await {
+        // Rows already written as JSON go into the envelope as they are (jsonrpsee's
+        // `{"jsonrpc":"2.0","id":..,"result":..}`); the budget kept them under the limit.
+        Ok(Answer::Json(rows)) => match serde_json::to_string(&call.id) {
+            Ok(id) => {
+                let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{rows}}}");
+                return Some(jsonrpsee::server::http::response::ok_response(body));
+            }
+            Err(e) => MethodResponse::error(call.id, ErrorObjectOwned::from(OdooError::Internal(e.to_string()))),
+        },
+        Ok(Answer::Value(v)) => MethodResponse::response(call.id, ResponsePayload::success(v), super::orm::MAX_ANSWER),
+        Err(e) => MethodResponse::error(call.id, ErrorObjectOwned::from(e)),
+    };
+    Some(jsonrpsee::server::http::response::from_method_response(rp))
+}
+
+async fn rpc(app: &App, ctx: &RequestCtx, params: &Value) -> Result<Answer, OdooError> {
     let session_uid = || ctx.session.as_deref().and_then(|s| app.session_uid(s)).ok_or(OdooError::SessionExpired);
     let s = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or_default();
     match ctx.path.as_str() {
         "/jsonrpc" => methods::jsonrpc(app, params).await,
-        "/web/webclient/version_info" => Ok(version()),
+        "/web/webclient/version_info" => Ok(version().into()),
         "/web/session/authenticate" => match app.login(s("db"), s("login"), s("password")) {
             Some(_) => {
                 app.open_session(&ctx.new_session);
-                Ok(app.session_info())
+                Ok(app.session_info().into())
             }
             None => Err(OdooError::AccessDenied),
         },
-        "/web/session/get_session_info" => session_uid().map(|_| app.session_info()),
+        "/web/session/get_session_info" => session_uid().map(|_| app.session_info().into()),
         "/web/session/destroy" => {
             if let Some(id) = &ctx.session {
                 app.close_session(id);
             }
-            Ok(Value::Null)
+            Ok(Value::Null.into())
         }
         _ => {
             session_uid()?;
@@ -184,6 +218,11 @@ fn rpc_body_error(e: &body::BodyError) -> Response<HttpBody> {
 /// non-negative integer nor null: jsonrpsee would take it for a notification and answer
 /// nothing, so it gets a well-formed "Invalid request" here (HTTP 200, id null).
 fn invalid_id_answer(body: &[u8]) -> Option<Response<HttpBody>> {
+    // Only a single request (an object): serde would read a batch's first element as
+    // the probe's fields too, and refuse every batch.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let bad = match serde_json::from_slice::<IdProbe>(body) {
         Ok(probe) => probe.id.bad,
         // Valid JSON whose id does not even parse as a value (`1e400`): bad too. Anything
@@ -365,7 +404,8 @@ async fn route_request(
     let login = path == "/web/session/authenticate";
     let new_session = if login { new_session_id() } else { String::new() };
     let ctx = RequestCtx { session: session_cookie(&req), new_session: new_session.clone(), path };
-    req.extensions_mut().insert(ctx);
+    // What jsonrpsee itself would take as a call (anything else it refuses its own way).
+    let json_post = req.method() == Method::POST && jsonrpsee::server::http::content_type_is_json(&req);
     // The body is read here, bounded in size, time and memory, before jsonrpsee sees it.
     let (parts, body) = req.into_parts();
     let limit = MAX_BODY as usize;
@@ -373,16 +413,23 @@ async fn route_request(
         Ok(read) => read,
         Err(e) => return Ok(rpc_body_error(&e)),
     };
-    if let Some(answer) = invalid_id_answer(&bytes) {
-        return Ok(answer);
-    }
-    let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
-    let mut svc = builder.build(methods, stop);
-    let mut resp = match svc.call(req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::warn!(error = %e, "JSON-RPC service failed");
-            json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error"}))
+    let single = if json_post { single_call(&app, &ctx, &bytes).await } else { None };
+    let mut resp = match single {
+        Some(resp) => resp,
+        None => {
+            if let Some(answer) = invalid_id_answer(&bytes) {
+                return Ok(answer);
+            }
+            let mut req = Request::from_parts(parts, http_body_util::Full::new(bytes));
+            req.extensions_mut().insert(ctx);
+            let mut svc = builder.build(methods, stop);
+            match svc.call(req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "JSON-RPC service failed");
+                    json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error"}))
+                }
+            }
         }
     };
     if login && app.session_uid(&new_session).is_some() {

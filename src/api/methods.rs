@@ -13,20 +13,57 @@ use crate::model::domain::Domain;
 use crate::model::fields::ModelDef;
 use crate::model::parse_datetime;
 
+/// What a call answers: a JSON value, or JSON already written (the rows of `read` and
+/// `search_read`, written straight from the records instead of built as values first).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Value(Value),
+    Json(String),
+}
+
+impl From<Value> for Answer {
+    fn from(v: Value) -> Answer {
+        Answer::Value(v)
+    }
+}
+
+impl Answer {
+    /// The answer as a value (parsing it when it was written as JSON).
+    pub fn into_value(self) -> Result<Value, OdooError> {
+        match self {
+            Answer::Value(v) => Ok(v),
+            Answer::Json(s) => {
+                serde_json::from_str(&s).map_err(|e| OdooError::Internal(format!("an answer is not JSON: {e}")))
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Answer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Value(v) => v.serialize(serializer),
+            Answer::Json(s) => serde_json::value::RawValue::from_string(s.clone())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
+        }
+    }
+}
+
 /// `/jsonrpc` with `{service, method, args}`.
-pub async fn jsonrpc(app: &App, params: &Value) -> Result<Value, OdooError> {
+pub async fn jsonrpc(app: &App, params: &Value) -> Result<Answer, OdooError> {
     let service = params.get("service").and_then(Value::as_str).unwrap_or_default();
     let method = params.get("method").and_then(Value::as_str).unwrap_or_default();
     let empty = Vec::new();
     let args = params.get("args").and_then(Value::as_array).unwrap_or(&empty);
     let str_arg = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or_default();
     match (service, method) {
-        ("common", "version") => Ok(version()),
+        ("common", "version") => Ok(version().into()),
         ("common", "about") => {
-            Ok(json!(format!("See http://openerp.com (mts-connector {})", env!("CARGO_PKG_VERSION"))))
+            Ok(json!(format!("See http://openerp.com (mts-connector {})", env!("CARGO_PKG_VERSION"))).into())
         }
         ("common", "login" | "authenticate") => {
-            Ok(app.login(str_arg(0), str_arg(1), str_arg(2)).map_or(Value::Bool(false), Value::from))
+            Ok(app.login(str_arg(0), str_arg(1), str_arg(2)).map_or(Value::Bool(false), Value::from).into())
         }
         ("object", "execute" | "execute_kw") => {
             let uid = args.get(1).and_then(Value::as_u64);
@@ -67,7 +104,7 @@ pub async fn jsonrpc(app: &App, params: &Value) -> Result<Value, OdooError> {
 }
 
 /// `/web/dataset/call_kw` with `{model, method, args, kwargs}`.
-pub async fn call_kw(app: &App, params: &Value) -> Result<Value, OdooError> {
+pub async fn call_kw(app: &App, params: &Value) -> Result<Answer, OdooError> {
     let model = params.get("model").and_then(Value::as_str).unwrap_or_default();
     let method = params.get("method").and_then(Value::as_str).unwrap_or_default();
     let empty = Vec::new();
@@ -91,7 +128,7 @@ pub async fn call(
     method: &str,
     args: &[Value],
     kwargs: &Map<String, Value>,
-) -> Result<Value, OdooError> {
+) -> Result<Answer, OdooError> {
     if READS.contains(&method) {
         return super::blocking::read_first(|| dispatch(app, model, method, args, kwargs)).await;
     }
@@ -107,10 +144,10 @@ async fn dispatch(
     method: &str,
     args: &[Value],
     kwargs: &Map<String, Value>,
-) -> Result<Value, OdooError> {
+) -> Result<Answer, OdooError> {
     let a = Args::new(method, args, kwargs);
     if model == "ir.model" {
-        return ir_model(method, &a);
+        return ir_model(method, &a).map(Answer::Value);
     }
     let def = orm::model_def(model)
         .ok_or_else(|| OdooError::Key(format!("Model {model:?} does not exist on this server")))?;
@@ -142,19 +179,17 @@ async fn dispatch(
             orm::AnswerBudget::default().collect(hits.iter().map(|r| Ok(Value::from(r.id))))?
         }
         "search_read" => {
-            let fields = a.fields(1, "fields")?;
-            if let Some(f) = &fields {
-                reader.check_fields(f)?;
-            }
+            let columns = reader.columns(a.fields(1, "fields")?.as_deref())?;
             let hits = reader.search(
                 a.get(0, "domain"),
                 a.opt_usize(2, "offset")?.unwrap_or(0),
                 a.opt_usize(3, "limit")?,
                 a.opt_str(4, "order")?,
             )?;
-            orm::AnswerBudget::default().collect(hits.iter().map(|r| reader.render(r, fields.as_deref())))?
+            let rows = orm::AnswerBudget::default().json_list(&hits, |out, r| reader.render_json(out, r, &columns))?;
+            return Ok(Answer::Json(rows));
         }
-        "read" => reader.read(&a.ids(0, "ids")?, a.fields(1, "fields")?.as_deref())?.into(),
+        "read" => return Ok(Answer::Json(reader.read_json(&a.ids(0, "ids")?, a.fields(1, "fields")?.as_deref())?)),
         "name_get" => {
             let ids = a.ids(0, "ids")?;
             if super::blocking::inline() && ids.len() > super::blocking::INLINE_IDS {
@@ -210,10 +245,10 @@ async fn dispatch(
             app.engine.cancel_runs(&a.ids(0, "ids")?).await?;
             Value::Bool(true)
         }
-        _ if def.name == connector::MODEL => return connector_method(app, method, &a).await,
+        _ if def.name == connector::MODEL => return connector_method(app, method, &a).await.map(Answer::Value),
         _ => return Err(unknown_method(model, method)),
     };
-    Ok(value)
+    Ok(Answer::Value(value))
 }
 
 /// `check_access_rights(operation, raise_exception=True)`: the API user may read every

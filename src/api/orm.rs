@@ -1,6 +1,7 @@
 //! The generic model methods every Odoo client expects (`fields_get`, `search`,
 //! `read`, `create`, `write`, `unlink`, `copy`, ...), over any [`ModelDef`].
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -55,10 +56,56 @@ impl AnswerBudget {
                 Ok(())
             }
             None if self.offload => Err(OdooError::Offload),
-            None => Err(OdooError::Value(format!(
-                "The answer would be larger than {MAX_ANSWER} bytes: ask for fewer records or fields at a time (limit and offset)"
-            ))),
+            None => Err(too_large()),
         }
+    }
+
+    /// Counts `n` bytes of one element of the answer (see [`AnswerBudget::charge`]).
+    pub fn charge_len(&mut self, n: usize) -> Result<(), OdooError> {
+        match self.left.checked_sub(n + 1) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None if self.offload => Err(OdooError::Offload),
+            None => Err(too_large()),
+        }
+    }
+
+    /// Adds one element, written by `write`, to the JSON list being built in `out`
+    /// (empty before the first), charging it.
+    pub fn push_json(
+        &mut self,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), OdooError>,
+    ) -> Result<(), OdooError> {
+        out.push(if out.is_empty() { b'[' } else { b',' });
+        let start = out.len();
+        write(out)?;
+        self.charge_len(out.len() - start)
+    }
+
+    /// The JSON list [`AnswerBudget::push_json`] built in `out`.
+    pub fn finish_json(mut out: Vec<u8>) -> Result<String, OdooError> {
+        if out.is_empty() {
+            out.push(b'[');
+        }
+        out.push(b']');
+        // Only serde_json and ASCII punctuation wrote it.
+        String::from_utf8(out).map_err(|e| OdooError::Internal(format!("an answer is not UTF-8: {e}")))
+    }
+
+    /// A JSON list of `items`, each written by `write`, charging each as it comes.
+    pub fn json_list<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        mut write: impl FnMut(&mut Vec<u8>, T) -> Result<(), OdooError>,
+    ) -> Result<String, OdooError> {
+        let mut out = Vec::new();
+        for item in items {
+            self.push_json(&mut out, |out| write(out, item))?;
+        }
+        Self::finish_json(out)
     }
 
     /// Collects `parts`, charging each as it comes.
@@ -71,6 +118,17 @@ impl AnswerBudget {
         }
         Ok(Value::Array(out))
     }
+}
+
+fn too_large() -> OdooError {
+    OdooError::Value(format!(
+        "The answer would be larger than {MAX_ANSWER} bytes: ask for fewer records or fields at a time (limit and offset)"
+    ))
+}
+
+/// Writes `v` as compact JSON (serde_json's bytes) to `out`.
+pub fn write_json(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) -> Result<(), OdooError> {
+    serde_json::to_writer(out, v).map_err(|e| OdooError::Internal(format!("an answer could not be written: {e}")))
 }
 
 /// The length of `v` serialized as compact JSON (as `serde_json` writes it), counted
@@ -136,6 +194,24 @@ pub fn display_name(model: &ModelDef, rec: &Record) -> Value {
     }
 }
 
+/// One column of an answer: what a field name was looked up to.
+#[derive(Debug, Clone, Copy)]
+pub enum Column {
+    Id,
+    DisplayName,
+    Field(&'static crate::model::fields::FieldDef),
+}
+
+impl Column {
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Id => "id",
+            Column::DisplayName => "display_name",
+            Column::Field(f) => f.name,
+        }
+    }
+}
+
 /// Reads records through one snapshot of the store.
 pub struct Reader<'a> {
     pub store: &'a Store,
@@ -145,62 +221,97 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     /// One field of a record as Odoo shows it (many2one as `[id, name]`).
     pub fn value(&self, rec: &Record, field: &str) -> Result<Value, OdooError> {
-        match field {
-            "id" => return Ok(Value::from(rec.id)),
-            "display_name" => return Ok(display_name(self.model, rec)),
-            _ => {}
-        }
-        let f = self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?;
-        Ok(self.field_value(rec, f))
+        self.value_ref(rec, field).map(Cow::into_owned)
+    }
+
+    /// [`Reader::value`], borrowed from the record when it is stored as shown.
+    pub fn value_ref<'r>(&self, rec: &'r Record, field: &str) -> Result<Cow<'r, Value>, OdooError> {
+        Ok(self.column_value(rec, self.column(field)?))
+    }
+
+    /// The column of `field` (`id`, `display_name` or one of the model's fields).
+    pub fn column(&self, field: &str) -> Result<Column, OdooError> {
+        Ok(match field {
+            "id" => Column::Id,
+            "display_name" => Column::DisplayName,
+            _ => Column::Field(self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?),
+        })
     }
 
     /// One field of a record as Odoo shows it, its definition at hand.
-    fn field_value(&self, rec: &Record, f: &crate::model::fields::FieldDef) -> Value {
+    fn field_value<'r>(&self, rec: &'r Record, f: &crate::model::fields::FieldDef) -> Cow<'r, Value> {
         // A connector's next fire, once the engine keeps it in the store's schedule
         // table (apart from the record), is read from there.
         if f.name == "next_run_at"
             && self.model.name == model::connector::MODEL
             && let Some(at) = self.store.schedule_get(rec.id)
         {
-            return Value::String(format_datetime(at));
+            return Cow::Owned(Value::String(format_datetime(at)));
         }
         // A connector's last run is its newest top-level run (one index seek): runs are
         // made without rewriting the connector record.
         if f.name == "last_run_id" && self.model.name == model::connector::MODEL {
             let last = last_run(self.store, rec.id).or_else(|| rec.int("last_run_id").map(|id| id as u64));
-            return match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
+            return Cow::Owned(match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
                 Some(run) => Value::Array(vec![Value::from(run.id), display_name(&model::run::RUN, &run)]),
                 None => Value::Bool(false),
-            };
+            });
         }
-        let v = rec.odoo_value(f);
+        let v = rec.odoo_value_ref(f);
         if let (FieldType::Many2one(target), Some(id)) = (f.ftype, v.as_u64()) {
             let name = model_def(target)
                 .and_then(|t| self.store.get(t.name, id).map(|r| display_name(t, &r)))
                 .unwrap_or_else(|| Value::String(format!("{target},{id}")));
-            return Value::Array(vec![Value::from(id), name]);
+            return Cow::Owned(Value::Array(vec![Value::from(id), name]));
         }
         v
     }
 
-    /// A record as a `read` dict with `fields` (all when `None`).
-    pub fn render(&self, rec: &Record, fields: Option<&[&str]>) -> Result<Value, OdooError> {
-        let mut out = Map::new();
-        out.insert("id".into(), Value::from(rec.id));
-        match fields {
-            Some(fields) => {
-                for f in fields {
-                    out.insert((*f).to_string(), self.value(rec, f)?);
-                }
+    /// The columns of a `read` answer with `fields` (every field when `None`), after the
+    /// `id` that comes first: each field once, where it was first asked for (as in a
+    /// dict), looked up once for the whole answer.
+    pub fn columns(&self, fields: Option<&[&str]>) -> Result<Vec<Column>, OdooError> {
+        let Some(fields) = fields else {
+            let mut all: Vec<Column> = self.model.fields.iter().map(Column::Field).collect();
+            all.push(Column::DisplayName);
+            return Ok(all);
+        };
+        let mut seen = std::collections::HashSet::with_capacity(fields.len());
+        let mut out = Vec::with_capacity(fields.len());
+        for f in fields {
+            if *f == "id" || !seen.insert(*f) {
+                continue;
             }
-            None => {
-                for f in self.model.fields {
-                    out.insert(f.name.to_string(), self.field_value(rec, f));
-                }
-                out.insert("display_name".into(), display_name(self.model, rec));
-            }
+            out.push(match *f {
+                "display_name" => Column::DisplayName,
+                _ => Column::Field(self.model.field(f).ok_or_else(|| invalid_field(self.model, f))?),
+            });
         }
-        Ok(Value::Object(out))
+        Ok(out)
+    }
+
+    /// A record's value in one column, as Odoo shows it.
+    pub fn column_value<'r>(&self, rec: &'r Record, column: Column) -> Cow<'r, Value> {
+        match column {
+            Column::Id => Cow::Owned(Value::from(rec.id)),
+            Column::DisplayName => Cow::Owned(display_name(self.model, rec)),
+            Column::Field(f) => self.field_value(rec, f),
+        }
+    }
+
+    /// A record as a `read` dict (`id`, then `columns`), written straight to `out` as the
+    /// JSON serde_json writes for that dict, without building it.
+    pub fn render_json(&self, out: &mut Vec<u8>, rec: &Record, columns: &[Column]) -> Result<(), OdooError> {
+        out.extend_from_slice(b"{\"id\":");
+        write_json(out, &rec.id)?;
+        for c in columns {
+            out.push(b',');
+            write_json(out, c.name())?;
+            out.push(b':');
+            write_json(out, &*self.column_value(rec, *c))?;
+        }
+        out.push(b'}');
+        Ok(())
     }
 
     pub fn check_fields(&self, fields: &[&str]) -> Result<(), OdooError> {
@@ -273,8 +384,9 @@ impl Reader<'_> {
                     a.id.cmp(&b.id)
                 })
             };
+            let columns = keys.iter().map(|k| self.column(&k.field)).collect::<Result<Vec<_>, _>>()?;
             self.matching(&domain, false, |rec| {
-                let k = keys.iter().map(|k| self.value(&rec, &k.field).unwrap_or(Value::Bool(false))).collect();
+                let k = columns.iter().map(|c| self.column_value(&rec, *c).into_owned()).collect();
                 hits.push((k, rec));
                 if let Some(w) = want
                     && hits.len() >= w.saturating_mul(2).max(64)
@@ -457,28 +569,24 @@ impl Reader<'_> {
         }
     }
 
-    pub fn read(&self, ids: &[u64], fields: Option<&[&str]>) -> Result<Vec<Value>, OdooError> {
-        if let Some(fields) = fields {
-            self.check_fields(fields)?;
-        }
+    /// `read`: the records of `ids` as a JSON list of dicts (every id must exist).
+    pub fn read_json(&self, ids: &[u64], fields: Option<&[&str]>) -> Result<String, OdooError> {
+        let columns = self.columns(fields)?;
         if super::blocking::inline() && ids.len() > super::blocking::INLINE_IDS {
             return Err(OdooError::Offload);
         }
         let mut absent = Vec::new();
-        let mut out = Vec::new();
-        let mut budget = AnswerBudget::default();
+        let (mut budget, mut out) = (AnswerBudget::default(), Vec::new());
         for id in ids {
             match self.store.get(self.model.name, *id) {
                 Some(rec) if absent.is_empty() => {
-                    let row = self.render(&rec, fields)?;
-                    budget.charge(&row)?;
-                    out.push(row);
+                    budget.push_json(&mut out, |out| self.render_json(out, &rec, &columns))?
                 }
                 Some(_) => {}
                 None => absent.push(*id),
             }
         }
-        if absent.is_empty() { Ok(out) } else { Err(missing(self.model, &absent)) }
+        if absent.is_empty() { AnswerBudget::finish_json(out) } else { Err(missing(self.model, &absent)) }
     }
 
     /// The stored records for `ids`, all of them or a MissingError.

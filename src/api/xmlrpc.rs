@@ -786,7 +786,10 @@ pub async fn answer(app: &App, endpoint: &Endpoint, body: &[u8]) -> Response<Htt
     };
     // The one dispatch behind both protocols.
     let params = json!({"service": endpoint.service, "method": method, "args": params});
-    let result = methods::jsonrpc(app, &params).await;
+    let result = match methods::jsonrpc(app, &params).await {
+        Ok(answer) => answer.into_value(),
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.exception_name().rsplit('.').next().unwrap_or("error"),

@@ -1,5 +1,6 @@
 //! Field definitions and the generic record every model is stored as.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -198,18 +199,23 @@ impl Record {
     /// The value of `field` as Odoo shows it to a client: `false` for unset, secrets
     /// masked. Many2one fields are left as the bare id; the caller names them.
     pub fn odoo_value(&self, field: &FieldDef) -> Value {
+        self.odoo_value_ref(field).into_owned()
+    }
+
+    /// [`Record::odoo_value`], borrowed from the record when it is stored as shown.
+    pub fn odoo_value_ref(&self, field: &FieldDef) -> Cow<'_, Value> {
         if field.secret {
-            return match self.secret(field.name) {
+            return Cow::Owned(match self.secret(field.name) {
                 Some(_) => Value::String(MASK.into()),
                 None => Value::Bool(false),
-            };
+            });
         }
         match self.values.get(field.name) {
-            None | Some(Value::Null) => match field.ftype {
+            None | Some(Value::Null) => Cow::Owned(match field.ftype {
                 FieldType::Integer => Value::from(0),
                 _ => Value::Bool(false),
-            },
-            Some(v) => v.clone(),
+            }),
+            Some(v) => Cow::Borrowed(v),
         }
     }
 }
