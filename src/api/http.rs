@@ -93,16 +93,65 @@ async fn answer(app: &App, ctx: Option<&RequestCtx>, params: Option<&str>) -> Re
     result
 }
 
+/// jsonrpsee's `Request` (the same fields and types, unknown fields ignored), with its
+/// id read in one pass: jsonrpsee's `Id` is untagged, which builds an error for each kind
+/// an id is not before it finds the one it is.
+#[derive(serde::Deserialize)]
+struct Single<'a> {
+    #[serde(rename = "jsonrpc")]
+    _version: jsonrpsee::types::TwoPointZero,
+    #[serde(borrow)]
+    id: SingleId<'a>,
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    params: Option<&'a serde_json::value::RawValue>,
+}
+
+struct Call<'a> {
+    id: jsonrpsee::types::Id<'a>,
+}
+
+/// The ids jsonrpsee's `Id` takes: null, a non-negative integer, a string.
+struct SingleId<'a>(jsonrpsee::types::Id<'a>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for SingleId<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use jsonrpsee::types::Id;
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = SingleId<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("null, a non-negative integer or a string")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(SingleId(Id::Null))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(SingleId(Id::Number(v)))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(SingleId(Id::Str(v.into())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(SingleId(Id::Str(v.to_string().into())))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
 /// A single `call` request (what every Odoo client sends) answered without the jsonrpsee
 /// service around it, in the very envelope and response jsonrpsee would build (its own
 /// request type, `MethodResponse` and HTTP response). `None` when `body` is anything else
 /// (a batch, a notification, another method, not a request): that is jsonrpsee's to answer.
 async fn single_call(app: &App, ctx: &RequestCtx, body: &[u8]) -> Option<Response<HttpBody>> {
-    let call: jsonrpsee::types::Request = serde_json::from_slice(body).ok()?;
+    let call: Single = serde_json::from_slice(body).ok()?;
     if call.method != "call" {
         return None;
     }
-    let params = call.params.as_deref().map(serde_json::value::RawValue::get);
+    let params = call.params.map(serde_json::value::RawValue::get);
+    let call = Call { id: call.id.0 };
     let rp = match answer(app, Some(ctx), params).await {
         // Rows already written as JSON go into the envelope as they are (jsonrpsee's
         // `{"jsonrpc":"2.0","id":..,"result":..}`); the budget kept them under the limit.

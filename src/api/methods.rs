@@ -434,7 +434,8 @@ fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
     let mut budget = crate::model::domain::Budget::new(crate::model::domain::SEARCH_BUDGET);
     let mut hits: Vec<&Value> = Vec::new();
     for r in &rows {
-        let get = |f: &str| vec![r.get(f).cloned().unwrap_or(Value::Bool(false))];
+        let get =
+            |f: &str| vec![r.get(f).map_or(std::borrow::Cow::Owned(Value::Bool(false)), std::borrow::Cow::Borrowed)];
         let matched = match &domain {
             Some(d) => {
                 d.matches_within(&get, &mut budget).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?

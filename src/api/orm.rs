@@ -552,9 +552,9 @@ impl Reader<'_> {
     }
 
     /// The values of a (possibly dotted, through many2one) field path.
-    fn path_values(&self, rec: &Record, path: &str) -> Vec<Value> {
+    fn path_values<'r>(&self, rec: &'r Record, path: &str) -> Vec<Cow<'r, Value>> {
         let Some((head, rest)) = path.split_once('.') else {
-            return vec![self.value(rec, path).unwrap_or(Value::Bool(false))];
+            return vec![self.value_ref(rec, path).unwrap_or(Cow::Owned(Value::Bool(false)))];
         };
         let target = self.model.field(head).and_then(|f| match f.ftype {
             FieldType::Many2one(t) => model_def(t),
@@ -562,7 +562,12 @@ impl Reader<'_> {
         });
         match (target, rec.int(head)) {
             (Some(t), Some(id)) => match self.store.get(t.name, id as u64) {
-                Some(r) => Reader { store: self.store, model: t }.path_values(&r, rest),
+                // The related record is read here, not kept: its values are copied.
+                Some(r) => Reader { store: self.store, model: t }
+                    .path_values(&r, rest)
+                    .into_iter()
+                    .map(|v| Cow::Owned(v.into_owned()))
+                    .collect(),
                 None => vec![],
             },
             _ => vec![],
