@@ -1518,3 +1518,30 @@ async fn a_single_call_answers_the_very_bytes_jsonrpsee_answers_in_a_batch() {
     let keys: Vec<&str> = rows[0].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["id", "name", "display_name", "job_status"], "{rows}");
 }
+
+/// JSON-RPC 2.0 batches: each call answered in the list, by its id. A batch of one used
+/// to be refused whole: the probe for ids jsonrpsee cannot echo read its only element as
+/// the request's fields.
+#[tokio::test]
+async fn a_batch_is_answered_with_a_list_of_answers() {
+    let svc = Service::start().await;
+    search_fixture(&svc).await;
+    let read = json!({"service": "object", "method": "execute_kw",
+        "args": [common::DB, common::UID, API_KEY, M, "read", [[3]], {"fields": ["name"]}]});
+    let missing = json!({"service": "object", "method": "execute_kw",
+        "args": [common::DB, common::UID, API_KEY, M, "read", [[42]], {}]});
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "call", "id": "a", "params": read},
+        {"jsonrpc": "2.0", "method": "call", "id": 2, "params": missing},
+    ]);
+    let raw = svc.post("/jsonrpc", &batch, None).await;
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    let answers = raw.json();
+    let answers = answers.as_array().unwrap_or_else(|| panic!("a list: {}", raw.body));
+    assert_eq!(answers.len(), 2, "{}", raw.body);
+    let by_id = |id: Value| answers.iter().find(|a| a["id"] == id).unwrap_or_else(|| panic!("{id}: {}", raw.body));
+    assert_eq!(by_id(json!("a"))["result"], json!([{"id": 3, "name": "Beta"}]));
+    expect_error(&by_id(json!(2))["error"], "odoo.exceptions.MissingError");
+    let one = svc.post("/jsonrpc", &json!([batch[0]]), None).await.json();
+    assert_eq!(one, json!([answers[0]]), "a batch of one");
+}
