@@ -108,10 +108,6 @@ struct Single<'a> {
     params: Option<&'a serde_json::value::RawValue>,
 }
 
-struct Call<'a> {
-    id: jsonrpsee::types::Id<'a>,
-}
-
 /// The ids jsonrpsee's `Id` takes: null, a non-negative integer, a string.
 struct SingleId<'a>(jsonrpsee::types::Id<'a>);
 
@@ -150,20 +146,19 @@ async fn single_call(app: &App, ctx: &RequestCtx, body: &[u8]) -> Option<Respons
     if call.method != "call" {
         return None;
     }
-    let params = call.params.map(serde_json::value::RawValue::get);
-    let call = Call { id: call.id.0 };
+    let (id, params) = (call.id.0, call.params.map(serde_json::value::RawValue::get));
     let rp = match answer(app, Some(ctx), params).await {
         // Rows already written as JSON go into the envelope as they are (jsonrpsee's
         // `{"jsonrpc":"2.0","id":..,"result":..}`); the budget kept them under the limit.
-        Ok(Answer::Json(rows)) => match serde_json::to_string(&call.id) {
+        Ok(Answer::Json(rows)) => match serde_json::to_string(&id) {
             Ok(id) => {
                 let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{rows}}}");
                 return Some(jsonrpsee::server::http::response::ok_response(body));
             }
-            Err(e) => MethodResponse::error(call.id, ErrorObjectOwned::from(OdooError::Internal(e.to_string()))),
+            Err(e) => MethodResponse::error(id, ErrorObjectOwned::from(OdooError::Internal(e.to_string()))),
         },
-        Ok(Answer::Value(v)) => MethodResponse::response(call.id, ResponsePayload::success(v), super::orm::MAX_ANSWER),
-        Err(e) => MethodResponse::error(call.id, ErrorObjectOwned::from(e)),
+        Ok(Answer::Value(v)) => MethodResponse::response(id, ResponsePayload::success(v), super::orm::MAX_ANSWER),
+        Err(e) => MethodResponse::error(id, ErrorObjectOwned::from(e)),
     };
     Some(jsonrpsee::server::http::response::from_method_response(rp))
 }
@@ -267,8 +262,8 @@ fn rpc_body_error(e: &body::BodyError) -> Response<HttpBody> {
 /// non-negative integer nor null: jsonrpsee would take it for a notification and answer
 /// nothing, so it gets a well-formed "Invalid request" here (HTTP 200, id null).
 fn invalid_id_answer(body: &[u8]) -> Option<Response<HttpBody>> {
-    // Only a single request (an object): serde would read a batch's first element as
-    // the probe's fields too, and refuse every batch.
+    // Only a single request (an object): serde reads a struct from an array too, and
+    // took the only element of a batch of one for the request's id.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }

@@ -219,12 +219,8 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// One field of a record as Odoo shows it (many2one as `[id, name]`).
-    pub fn value(&self, rec: &Record, field: &str) -> Result<Value, OdooError> {
-        self.value_ref(rec, field).map(Cow::into_owned)
-    }
-
-    /// [`Reader::value`], borrowed from the record when it is stored as shown.
+    /// One field of a record as Odoo shows it (many2one as `[id, name]`), borrowed from
+    /// the record when it is stored as shown.
     pub fn value_ref<'r>(&self, rec: &'r Record, field: &str) -> Result<Cow<'r, Value>, OdooError> {
         Ok(self.column_value(rec, self.column(field)?))
     }
@@ -311,15 +307,6 @@ impl Reader<'_> {
             write_json(out, &*self.column_value(rec, *c))?;
         }
         out.push(b'}');
-        Ok(())
-    }
-
-    pub fn check_fields(&self, fields: &[&str]) -> Result<(), OdooError> {
-        for f in fields {
-            if !matches!(*f, "id" | "display_name") && self.model.field(f).is_none() {
-                return Err(invalid_field(self.model, f));
-            }
-        }
         Ok(())
     }
 
