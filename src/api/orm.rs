@@ -275,13 +275,9 @@ impl Reader<'_> {
         let mut seen = std::collections::HashSet::with_capacity(fields.len());
         let mut out = Vec::with_capacity(fields.len());
         for f in fields {
-            if *f == "id" || !seen.insert(*f) {
-                continue;
+            if *f != "id" && seen.insert(*f) {
+                out.push(self.column(f)?);
             }
-            out.push(match *f {
-                "display_name" => Column::DisplayName,
-                _ => Column::Field(self.model.field(f).ok_or_else(|| invalid_field(self.model, f))?),
-            });
         }
         Ok(out)
     }
