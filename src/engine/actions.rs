@@ -34,7 +34,8 @@ impl Engine {
         self.store.flush().await?;
         for c in connectors {
             if c.str("job_status") == Some("completed") {
-                self.index().stopped.insert(c.id, chrono::Utc::now());
+                let first_after = self.store.next_ids(crate::model::run::MODEL, 0)?.start;
+                self.index().stopped.insert(c.id, first_after);
                 for id in self.open_runs(c.id) {
                     let Some(run) = self.run(id).filter(|r| matches!(state(r), "queued" | "retrying")) else {
                         continue;

@@ -110,9 +110,11 @@ pub struct Index {
     timed: BTreeSet<(DateTime<Utc>, u64)>,
     /// Where each run of `ready` or `timed` is: its connector, group and due time.
     places: HashMap<u64, (u64, String, Option<DateTime<Utc>>)>,
-    /// When each connector was last stopped: a run created before that which fails
-    /// transiently is cancelled instead of retried (it was mid-call during the stop).
-    pub stopped: HashMap<u64, DateTime<Utc>>,
+    /// The first run id made after each connector was last stopped: an older run (a
+    /// smaller id) which fails transiently is cancelled instead of retried (it was
+    /// mid-call during the stop). Ids, not clock times: a run made after a stop but in
+    /// the same millisecond (a restart right after it) is not older.
+    pub stopped: HashMap<u64, u64>,
 }
 
 impl Index {

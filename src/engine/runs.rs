@@ -594,11 +594,8 @@ impl Engine {
     /// stopped after the run was created (it was mid-call during the stop).
     pub async fn retry_later(&self, id: u64, attempts: i64, code: &str, message: &str) -> Result<(), StoreError> {
         if let Some(run) = self.run(id) {
-            let created = run.int(CREATED_MS);
             let stopped = self.index().stopped.get(&connector_id(&run)).copied();
-            if let (Some(created), Some(stopped)) = (created, stopped)
-                && created <= stopped.timestamp_millis()
-            {
+            if stopped.is_some_and(|first_after| run.id < first_after) {
                 return self.cancel(id, &format!("the connector was stopped; last attempt: {message}")).await;
             }
         }
