@@ -197,12 +197,8 @@ impl Record {
     }
 
     /// The value of `field` as Odoo shows it to a client: `false` for unset, secrets
-    /// masked. Many2one fields are left as the bare id; the caller names them.
-    pub fn odoo_value(&self, field: &FieldDef) -> Value {
-        self.odoo_value_ref(field).into_owned()
-    }
-
-    /// [`Record::odoo_value`], borrowed from the record when it is stored as shown.
+    /// masked, borrowed from the record when it is stored as shown. Many2one fields are
+    /// left as the bare id; the caller names them.
     pub fn odoo_value_ref(&self, field: &FieldDef) -> Cow<'_, Value> {
         if field.secret {
             return Cow::Owned(match self.secret(field.name) {
