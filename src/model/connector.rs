@@ -241,7 +241,7 @@ pub fn extra_headers(rec: &Record) -> Option<&str> {
 /// Moves `callback_extra_headers` from the plain values (where earlier versions kept it,
 /// readable in answers) into the record's secrets; `true` when the record changed.
 pub fn migrate_extra_headers(rec: &mut Record) -> bool {
-    match rec.values.remove("callback_extra_headers") {
+    match rec.values.swap_remove("callback_extra_headers") {
         Some(Value::String(text)) if !text.is_empty() => {
             rec.secrets.entry("callback_extra_headers".into()).or_insert_with(|| crate::secret::Secret::new(text));
             true
@@ -481,7 +481,7 @@ mod tests {
         r.set("odoo_database", "openg2p");
         r.set("odoo_username", "mts");
         r.secrets.insert("odoo_password".into(), crate::secret::Secret::new("pw"));
-        r.values.remove("callback_url");
+        r.values.swap_remove("callback_url");
         r
     }
 
@@ -493,7 +493,7 @@ mod tests {
         let e = validate(&direct, Utc::now()).unwrap_err().to_string();
         assert!(e.contains("delivery_target") && e.contains("relay"), "{e}");
         let mut no_login = registry_target("custom");
-        no_login.values.remove("odoo_username");
+        no_login.values.swap_remove("odoo_username");
         let e = validate(&no_login, Utc::now()).unwrap_err().to_string();
         assert!(e.contains("odoo_username"), "{e}");
         let e = validate(&registry_target("odk"), Utc::now()).unwrap_err().to_string();

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::secret::{MASK, Secret};
 
@@ -166,13 +166,19 @@ impl ModelDef {
     }
 }
 
+/// A record's plain values by field name, in the order they were set. Hashed with
+/// FxHash rather than SipHash: the names are the model's own fields and the engine's
+/// hidden values (a client's unknown field is refused before it gets here), so there is
+/// no flooding to guard against, and every search and answer looks values up by name.
+pub type Values = indexmap::IndexMap<String, Value, rustc_hash::FxBuildHasher>;
+
 /// One stored record. Plain values live in `values` (absent key = unset, `false` to
 /// clients); secrets live apart, in the redacted type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub id: u64,
     #[serde(default)]
-    pub values: Map<String, Value>,
+    pub values: Values,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Secret>,
 }
@@ -190,7 +196,7 @@ impl Record {
     pub fn set(&mut self, field: &str, value: impl Into<Value>) {
         let value = value.into();
         if value.is_null() {
-            self.values.remove(field);
+            self.values.swap_remove(field);
         } else {
             self.values.insert(field.to_string(), value);
         }

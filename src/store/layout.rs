@@ -20,7 +20,7 @@ use redb::{Durability, ReadableDatabase, TableHandle};
 
 use super::codec::Dict;
 use super::{
-    Layer, META, SCHEDULE, SCHEMA_VERSION, STORE_FILE, StoreError, Table, index_def, records_def, write_layer,
+    Layer, META, SCHEDULE, SCHEMA_VERSION, STORE_FILE, StoreError, Tables, index_def, records_def, write_layer,
 };
 use crate::model::fields::Record;
 
@@ -106,11 +106,7 @@ fn builder(cache_bytes: usize) -> redb::Builder {
 }
 
 /// Opens `store.redb`, creating or migrating it first when needed.
-pub(super) fn open_db(
-    dir: &Path,
-    tables: &HashMap<&'static str, Table>,
-    cache_bytes: usize,
-) -> Result<redb::Database, StoreError> {
+pub(super) fn open_db(dir: &Path, tables: &Tables, cache_bytes: usize) -> Result<redb::Database, StoreError> {
     let file = dir.join(STORE_FILE);
     let tmp = dir.join(format!("{STORE_FILE}.tmp"));
     let v1 = dir.join(V1_DIR);
@@ -159,7 +155,7 @@ pub(super) fn open_db(
 
 /// Creates the tables of models this store did not hold yet (a write only when needed,
 /// so a start on a full disk that needs none writes nothing).
-fn ensure_tables(db: &redb::Database, tables: &HashMap<&'static str, Table>) -> Result<(), StoreError> {
+fn ensure_tables(db: &redb::Database, tables: &Tables) -> Result<(), StoreError> {
     let existing: std::collections::HashSet<String> = {
         let tx = db.begin_read()?;
         tx.list_tables()?.map(|t| t.name().to_string()).collect()
@@ -175,7 +171,7 @@ fn ensure_tables(db: &redb::Database, tables: &HashMap<&'static str, Table>) -> 
     Ok(())
 }
 
-fn create_tables(tx: &redb::WriteTransaction, tables: &HashMap<&'static str, Table>) -> Result<(), StoreError> {
+fn create_tables(tx: &redb::WriteTransaction, tables: &Tables) -> Result<(), StoreError> {
     tx.open_table(META)?;
     tx.open_table(SCHEDULE)?;
     for t in tables.values() {
@@ -188,11 +184,7 @@ fn create_tables(tx: &redb::WriteTransaction, tables: &HashMap<&'static str, Tab
 }
 
 /// Writes the tables and the schema version in one durable commit.
-fn initialise(
-    db: &redb::Database,
-    tables: &HashMap<&'static str, Table>,
-    migrated_from: Option<u32>,
-) -> Result<(), StoreError> {
+fn initialise(db: &redb::Database, tables: &Tables, migrated_from: Option<u32>) -> Result<(), StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate)?;
     create_tables(&tx, tables)?;
@@ -240,7 +232,7 @@ fn upgrade_v1(model: &str, rec: &mut Record) {
 
 /// Copies a version-1 store into `db` (the `.tmp` file): records re-encoded, indexes
 /// and counts built, ids' counters kept; the last commit is durable.
-fn migrate(v1: &Path, db: &redb::Database, tables: &HashMap<&'static str, Table>) -> Result<(), StoreError> {
+fn migrate(v1: &Path, db: &redb::Database, tables: &Tables) -> Result<(), StoreError> {
     let err = |message: String| StoreError::Migration { path: v1.to_path_buf(), message };
     let old = sled::Config::new()
         .path(v1)
@@ -280,7 +272,7 @@ fn migrate(v1: &Path, db: &redb::Database, tables: &HashMap<&'static str, Table>
             upgrade_v1(table.schema.model, &mut rec);
             layer.records.entry(table.schema.model).or_default().insert(id, Some(Arc::new(rec)));
             counted += 1;
-            if layer.records.values().map(HashMap::len).sum::<usize>() >= 5000 {
+            if layer.records.values().map(|r| r.len()).sum::<usize>() >= 5000 {
                 commit(std::mem::take(&mut layer), false)?;
             }
         }

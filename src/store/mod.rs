@@ -24,6 +24,8 @@ pub mod retention;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -135,11 +137,14 @@ struct Table {
     /// Bumped by every change of the table (see [`Store::generation`]).
     generation: AtomicU64,
     /// [`Store::newest_id`]'s answers for the generation they were read at.
-    newest: Mutex<Newest>,
+    newest: RwLock<Newest>,
 }
 
 /// Remembered newest ids (by index name and key prefix) of one table generation.
-type Newest = (u64, HashMap<Vec<u8>, Option<u64>>);
+/// The tables by model name.
+type Tables = FxHashMap<&'static str, Table>;
+
+type Newest = (u64, FxHashMap<Vec<u8>, Option<u64>>);
 
 impl Table {
     fn new(schema: ModelSchema, record_cache: usize) -> Table {
@@ -150,7 +155,7 @@ impl Table {
             rows: (!schema.on_disk).then(|| RwLock::new(BTreeMap::new())),
             cache: Mutex::new(GenCache::new(if schema.on_disk { record_cache } else { 0 })),
             generation: AtomicU64::new(0),
-            newest: Mutex::new((0, HashMap::new())),
+            newest: RwLock::new((0, FxHashMap::default())),
             schema,
         }
     }
@@ -164,14 +169,14 @@ impl Table {
 /// started. `None` is a removal.
 #[derive(Default)]
 pub(crate) struct Layer {
-    records: HashMap<&'static str, HashMap<u64, Option<Arc<Record>>>>,
+    records: FxHashMap<&'static str, FxHashMap<u64, Option<Arc<Record>>>>,
     schedule: HashMap<u64, Option<i64>>,
     seqs: HashMap<String, u64>,
 }
 
 impl Layer {
     fn is_empty(&self) -> bool {
-        self.records.values().all(HashMap::is_empty) && self.schedule.is_empty() && self.seqs.is_empty()
+        self.records.values().all(FxHashMap::is_empty) && self.schedule.is_empty() && self.seqs.is_empty()
     }
 }
 
@@ -233,7 +238,7 @@ impl WriteHealth {
 
 struct Inner {
     db: redb::Database,
-    tables: HashMap<&'static str, Table>,
+    tables: Tables,
     dict: RwLock<Dict>,
     overlay: Mutex<Overlay>,
     /// One commit at a time (also across dropped flush futures).
@@ -362,7 +367,7 @@ fn aggregate(delta: &mut AggDelta, schema: &ModelSchema, rec: &Record, sign: i64
 /// the schedule, counters and the dictionary's new codes. Answers the aggregate changes.
 fn write_layer(
     tx: &redb::WriteTransaction,
-    tables: &HashMap<&'static str, Table>,
+    tables: &Tables,
     dict: &mut Dict,
     layer: &Layer,
 ) -> Result<AggDelta, StoreError> {
@@ -569,7 +574,7 @@ impl Store {
 
     pub fn open_with(dir: &Path, models: &[&'static str], options: StoreOptions) -> Result<Store, StoreError> {
         let lock_file = layout::prepare_dir(dir)?;
-        let mut tables = HashMap::new();
+        let mut tables = FxHashMap::default();
         for model in models {
             let mut schema = schema::of(model);
             schema.on_disk &= !options.in_memory;
@@ -810,26 +815,32 @@ impl Store {
         /// Answers remembered at most (a table of this many connectors is read fresh).
         const MAX_REMEMBERED: usize = 16_384;
         let table = self.inner.table(model)?;
-        let mut key = index.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(&codec::prefix(prefix));
+        thread_local! {
+            /// The memo's key, built here for each look-up rather than allocated.
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         // Read before the index: a write in between bumps it, and the answer is dropped.
         let generation = table.generation.load(Ordering::SeqCst);
-        {
-            let memo = lock(&table.newest);
-            if memo.0 == generation
-                && let Some(hit) = memo.1.get(&key)
-            {
-                return Ok(*hit);
+        let remembered = KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.extend_from_slice(index.as_bytes());
+            key.push(0);
+            for v in prefix {
+                codec::key_part(key, Some(v));
             }
+            let memo = table.newest.read().unwrap_or_else(|p| p.into_inner());
+            if memo.0 == generation { memo.1.get(key.as_slice()).copied() } else { None }
+        });
+        if let Some(hit) = remembered {
+            return Ok(hit);
         }
         let found = self.index_ids(model, index, prefix, true)?.next().transpose()?;
-        let mut memo = lock(&table.newest);
+        let mut memo = table.newest.write().unwrap_or_else(|p| p.into_inner());
         if table.generation.load(Ordering::SeqCst) == generation {
             if memo.0 != generation || memo.1.len() >= MAX_REMEMBERED {
-                *memo = (generation, HashMap::new());
+                *memo = (generation, FxHashMap::default());
             }
-            memo.1.insert(key, found);
+            memo.1.insert(KEY.with_borrow(Vec::clone), found);
         }
         Ok(found)
     }
