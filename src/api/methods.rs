@@ -390,7 +390,7 @@ fn copy_connector(
     rec.set("name", format!("{name} (copy)"));
     rec.set("job_status", "draft");
     for field in ["last_run_id", "next_run_at", connector::ONETIME_RUN] {
-        rec.values.remove(field);
+        rec.values.swap_remove(field);
     }
     if let Some(vals) = overrides {
         crate::model::apply_vals(def, &mut rec, vals)?;
@@ -434,8 +434,11 @@ fn ir_model(method: &str, a: &Args<'_>) -> Result<Value, OdooError> {
     let mut budget = crate::model::domain::Budget::new(crate::model::domain::SEARCH_BUDGET);
     let mut hits: Vec<&Value> = Vec::new();
     for r in &rows {
-        let get =
-            |f: &str| vec![r.get(f).map_or(std::borrow::Cow::Owned(Value::Bool(false)), std::borrow::Cow::Borrowed)];
+        let get = |f: &str| {
+            crate::model::domain::FieldValues::One(
+                r.get(f).map_or(std::borrow::Cow::Owned(Value::Bool(false)), std::borrow::Cow::Borrowed),
+            )
+        };
         let matched = match &domain {
             Some(d) => {
                 d.matches_within(&get, &mut budget).map_err(|e| OdooError::Value(format!("Invalid domain: {e}")))?

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::error::OdooError;
-use crate::model::domain::{self, Domain, OrderKey};
+use crate::model::domain::{self, Domain, FieldValues, OrderKey};
 use crate::model::fields::{FieldType, ModelDef, Record};
 use crate::model::{self, ModelError, format_datetime};
 use crate::store::Store;
@@ -101,7 +101,7 @@ impl AnswerBudget {
         items: impl IntoIterator<Item = T>,
         mut write: impl FnMut(&mut Vec<u8>, T) -> Result<(), OdooError>,
     ) -> Result<String, OdooError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(ANSWER_START);
         for item in items {
             self.push_json(&mut out, |out| write(out, item))?;
         }
@@ -119,6 +119,9 @@ impl AnswerBudget {
         Ok(Value::Array(out))
     }
 }
+
+/// Bytes reserved for an answer before it is written (a page of a list fits).
+const ANSWER_START: usize = 4096;
 
 fn too_large() -> OdooError {
     OdooError::Value(format!(
@@ -298,7 +301,15 @@ impl Reader<'_> {
         write_json(out, &rec.id)?;
         for c in columns {
             out.push(b',');
-            write_json(out, c.name())?;
+            let name = c.name();
+            // A field's name needs no escape (ASCII identifiers); checked, not assumed.
+            if name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            } else {
+                write_json(out, name)?;
+            }
             out.push(b':');
             write_json(out, &*self.column_value(rec, *c))?;
         }
@@ -345,43 +356,50 @@ impl Reader<'_> {
         let (domain, keys) = self.query(domain, order)?;
         let by_id = keys.len() == 1 && keys[0].field == "id";
         let want = limit.map(|l| l.saturating_add(offset));
-        let mut hits: Vec<(Vec<Value>, Arc<Record>)> = Vec::new();
+        let mut hits: Vec<Arc<Record>> = Vec::with_capacity(want.map_or(64, |w| w.saturating_mul(2).clamp(64, 1024)));
         if by_id {
             // Matches arrive in id order: stop as soon as the page is full.
             self.matching(&domain, keys[0].descending, |rec| {
-                hits.push((Vec::new(), rec));
+                hits.push(rec);
                 if want.is_some_and(|w| hits.len() >= w) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             })?;
         } else {
-            // Sort keys computed once per match; with a limit only the best `offset +
-            // limit` are kept (memory follows the page, not the matches).
-            let sort = |hits: &mut Vec<(Vec<Value>, Arc<Record>)>| {
-                hits.sort_by(|(ka, a), (kb, b)| {
+            // With a limit only the best `offset + limit` are kept (memory follows the
+            // page, not the matches): sorted and cut each time twice as many are held.
+            let columns = keys.iter().map(|k| self.column(&k.field)).collect::<Result<Vec<_>, _>>()?;
+            let best = |hits: &mut Vec<Arc<Record>>, keep: usize| {
+                // Each record's sort values, looked up once and lent by the record.
+                let n = columns.len();
+                let mut values: Vec<Cow<'_, Value>> = Vec::with_capacity(hits.len() * n);
+                values.extend(hits.iter().flat_map(|r| columns.iter().map(|c| self.column_value(r, *c))));
+                let mut order: Vec<usize> = (0..hits.len()).collect();
+                order.sort_by(|&a, &b| {
                     for (i, k) in keys.iter().enumerate() {
-                        let ord = domain::compare(&ka[i], &kb[i]);
+                        let ord = domain::compare(&values[a * n + i], &values[b * n + i]);
                         let ord = if k.descending { ord.reverse() } else { ord };
                         if ord != Ordering::Equal {
                             return ord;
                         }
                     }
-                    a.id.cmp(&b.id)
-                })
+                    hits[a].id.cmp(&hits[b].id)
+                });
+                order.truncate(keep);
+                drop(values);
+                let mut taken: Vec<Option<Arc<Record>>> = hits.drain(..).map(Some).collect();
+                hits.extend(order.into_iter().filter_map(|i| taken[i].take()));
             };
-            let columns = keys.iter().map(|k| self.column(&k.field)).collect::<Result<Vec<_>, _>>()?;
             self.matching(&domain, false, |rec| {
-                let k = columns.iter().map(|c| self.column_value(&rec, *c).into_owned()).collect();
-                hits.push((k, rec));
+                hits.push(rec);
                 if let Some(w) = want
                     && hits.len() >= w.saturating_mul(2).max(64)
                 {
-                    sort(&mut hits);
-                    hits.truncate(w);
+                    best(&mut hits, w);
                 }
                 ControlFlow::Continue(())
             })?;
-            sort(&mut hits);
+            best(&mut hits, usize::MAX);
         }
-        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).map(|(_, r)| r).collect())
+        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).collect())
     }
 
     /// How many records match `domain` (streamed: nothing is kept).
@@ -535,9 +553,9 @@ impl Reader<'_> {
     }
 
     /// The values of a (possibly dotted, through many2one) field path.
-    fn path_values<'r>(&self, rec: &'r Record, path: &str) -> Vec<Cow<'r, Value>> {
+    fn path_values<'r>(&self, rec: &'r Record, path: &str) -> FieldValues<'r> {
         let Some((head, rest)) = path.split_once('.') else {
-            return vec![self.value_ref(rec, path).unwrap_or(Cow::Owned(Value::Bool(false)))];
+            return FieldValues::One(self.value_ref(rec, path).unwrap_or(Cow::Owned(Value::Bool(false))));
         };
         let target = self.model.field(head).and_then(|f| match f.ftype {
             FieldType::Many2one(t) => model_def(t),
@@ -546,14 +564,10 @@ impl Reader<'_> {
         match (target, rec.int(head)) {
             (Some(t), Some(id)) => match self.store.get(t.name, id as u64) {
                 // The related record is read here, not kept: its values are copied.
-                Some(r) => Reader { store: self.store, model: t }
-                    .path_values(&r, rest)
-                    .into_iter()
-                    .map(|v| Cow::Owned(v.into_owned()))
-                    .collect(),
-                None => vec![],
+                Some(r) => Reader { store: self.store, model: t }.path_values(&r, rest).into_owned(),
+                None => FieldValues::Many(vec![]),
             },
-            _ => vec![],
+            _ => FieldValues::Many(vec![]),
         }
     }
 
@@ -564,7 +578,7 @@ impl Reader<'_> {
             return Err(OdooError::Offload);
         }
         let mut absent = Vec::new();
-        let (mut budget, mut out) = (AnswerBudget::default(), Vec::new());
+        let (mut budget, mut out) = (AnswerBudget::default(), Vec::with_capacity(ANSWER_START));
         for id in ids {
             match self.store.get(self.model.name, *id) {
                 Some(rec) if absent.is_empty() => {
@@ -744,6 +758,40 @@ pub fn last_run(store: &Store, connector: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sorted_page_is_the_same_whether_the_kept_records_are_cut_or_not() {
+        // 300 matches with a page of 10: the kept records are sorted and cut many times
+        // on the way (each time 64 are held), which must not change the page.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::server::MODELS).unwrap();
+        let runs: Vec<Record> = (1..=400u64)
+            .map(|id| {
+                let mut r = Record { id, ..Default::default() };
+                r.set("connector_id", 1);
+                r.set("state", if id % 4 == 0 { "failed" } else { "done" });
+                // Few distinct values, so ties are broken by id.
+                r.set("records_expected", (id * 7919) % 13);
+                r
+            })
+            .collect();
+        store.put_all(model::run::MODEL, runs.clone()).unwrap();
+        let reader = Reader { store: &store, model: &model::run::RUN };
+        let domain = json!([["state", "=", "done"]]);
+        let done: Vec<&Record> = runs.iter().filter(|r| r.str("state") == Some("done")).collect();
+        for (order, descending) in [("records_expected desc", true), ("records_expected", false)] {
+            let mut expected: Vec<(i64, u64)> =
+                done.iter().map(|r| (r.int("records_expected").unwrap(), r.id)).collect();
+            expected.sort_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) }.then(a.1.cmp(&b.1)));
+            for (offset, limit) in [(0, Some(10)), (7, Some(10)), (290, Some(10)), (0, None)] {
+                let page: Vec<u64> =
+                    reader.search(Some(&domain), offset, limit, Some(order)).unwrap().iter().map(|r| r.id).collect();
+                let want: Vec<u64> =
+                    expected.iter().skip(offset).take(limit.unwrap_or(usize::MAX)).map(|(_, id)| *id).collect();
+                assert_eq!(page, want, "{order} offset {offset} limit {limit:?}");
+            }
+        }
+    }
 
     #[test]
     fn json_size_is_the_length_serde_json_writes() {

@@ -158,7 +158,7 @@ impl Domain {
     /// matches when any of them does, as in Odoo; none at all compares as `false`).
     /// Unbounded: for client domains use [`Domain::matches_within`].
     pub fn matches(&self, get: &dyn Fn(&str) -> Vec<Value>) -> bool {
-        let get = |field: &str| get(field).into_iter().map(Cow::Owned).collect();
+        let get = |field: &str| FieldValues::Many(get(field).into_iter().map(Cow::Owned).collect());
         self.matches_within(&get, &mut Budget::unlimited()).unwrap_or(false)
     }
 
@@ -166,7 +166,7 @@ impl Domain {
     /// (a record's own) instead of copying them.
     pub fn matches_within<'v>(
         &self,
-        get: &dyn Fn(&str) -> Vec<Cow<'v, Value>>,
+        get: &dyn Fn(&str) -> FieldValues<'v>,
         budget: &mut Budget,
     ) -> Result<bool, TooExpensive> {
         Ok(match self {
@@ -175,12 +175,13 @@ impl Domain {
             Domain::Term { field, op, value } => {
                 budget.charge(1)?;
                 let values = get(field);
+                let values = values.as_slice();
                 if values.is_empty() {
                     return term(&Value::Bool(false), *op, value, budget);
                 }
                 // "none of them equals" for the negative operators on x2many.
                 let negative = matches!(op, Op::Ne | Op::NotIn | Op::NotLike | Op::NotILike);
-                for v in &values {
+                for v in values {
                     let hit = term(v, *op, value, budget)?;
                     if hit != negative {
                         return Ok(hit);
@@ -192,6 +193,30 @@ impl Domain {
             Domain::And(a, b) => a.matches_within(get, budget)? && b.matches_within(get, budget)?,
             Domain::Or(a, b) => a.matches_within(get, budget)? || b.matches_within(get, budget)?,
         })
+    }
+}
+
+/// The values a field path has on one record: one for a plain field (lent by the record,
+/// nothing allocated), any number through a relation.
+pub enum FieldValues<'v> {
+    One(Cow<'v, Value>),
+    Many(Vec<Cow<'v, Value>>),
+}
+
+impl<'v> FieldValues<'v> {
+    pub fn as_slice(&self) -> &[Cow<'v, Value>] {
+        match self {
+            FieldValues::One(v) => std::slice::from_ref(v),
+            FieldValues::Many(v) => v,
+        }
+    }
+
+    /// The same values, copied out of the record.
+    pub fn into_owned(self) -> FieldValues<'static> {
+        match self {
+            FieldValues::One(v) => FieldValues::One(Cow::Owned(v.into_owned())),
+            FieldValues::Many(vs) => FieldValues::Many(vs.into_iter().map(|v| Cow::Owned(v.into_owned())).collect()),
+        }
     }
 }
 
@@ -809,7 +834,7 @@ mod tests {
     #[test]
     fn budgets_run_out_instead_of_spinning() {
         let rec = json!({"n": 3});
-        let get = |f: &str| vec![rec.get(f).map_or(Cow::Owned(Value::Bool(false)), Cow::Borrowed)];
+        let get = |f: &str| FieldValues::One(rec.get(f).map_or(Cow::Owned(Value::Bool(false)), Cow::Borrowed));
         let big_in = json!([["n", "in", (0..100_000).map(|i| i + 10).collect::<Vec<_>>()]]);
         let d = Domain::parse(&big_in).unwrap();
         let mut budget = Budget::new(1_000_000);
