@@ -3,7 +3,7 @@
 //! service's own dispatch and serialized, N times on one thread. For profiling
 //! (`perf record`); `bench_rpc` is the benchmark.
 //!
-//! `bench_dispatch [N]` prints microseconds per call.
+//! `bench_dispatch [N] [CALL]` prints microseconds per call (of CALL only when given).
 
 #[path = "support/bench.rs"]
 mod support;
@@ -47,7 +47,8 @@ async fn main() {
         ),
         ("read", params("read", json!([[1]]), json!({}))),
     ];
-    for (name, p) in &calls {
+    let only = std::env::args().nth(2);
+    for (name, p) in calls.iter().filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name)) {
         let text = p.to_string();
         let mut bytes = 0;
         let started = Instant::now();
