@@ -87,7 +87,7 @@ async fn fakes_alone(n: u64, page: u64) -> (u64, f64) {
     let mts = FakeMts::start().await.expect("mts");
     let mut c = Record::default();
     if let Value::Object(map) = connector(&reg, &mts, page) {
-        c.values = map.into_iter().collect();
+        c.values = map.into_iter().map(|(k, v)| (k.into(), v)).collect();
     }
     c.secrets = BTreeMap::from([("callback_auth_password".to_string(), Secret::new(PW))]);
     let password = Secret::new(PW);

@@ -203,6 +203,10 @@ pub enum Column {
     Id,
     DisplayName,
     Field(&'static crate::model::fields::FieldDef),
+    /// A connector's `next_run_at`: the store's schedule first, then the record.
+    NextRun(&'static crate::model::fields::FieldDef),
+    /// A connector's `last_run_id`: its newest top-level run.
+    LastRun,
 }
 
 impl Column {
@@ -210,7 +214,44 @@ impl Column {
         match self {
             Column::Id => "id",
             Column::DisplayName => "display_name",
-            Column::Field(f) => f.name,
+            Column::Field(f) | Column::NextRun(f) => f.name,
+            Column::LastRun => "last_run_id",
+        }
+    }
+
+    /// The column of field `f` of `model`: the connector's two fields kept apart from
+    /// its record are told here, once per answer, not on every row.
+    fn of(model: &ModelDef, f: &'static crate::model::fields::FieldDef) -> Column {
+        match (model.name == model::connector::MODEL, f.name) {
+            (true, "next_run_at") => Column::NextRun(f),
+            (true, "last_run_id") => Column::LastRun,
+            _ => Column::Field(f),
+        }
+    }
+}
+
+/// A record a search looked at: lent by an in-memory model's snapshot (no reference
+/// count moves), or held when it was read from disk.
+enum Hit<'s> {
+    Lent(&'s Arc<Record>),
+    Held(Arc<Record>),
+}
+
+impl Hit<'_> {
+    fn into_arc(self) -> Arc<Record> {
+        match self {
+            Hit::Lent(r) => r.clone(),
+            Hit::Held(r) => r,
+        }
+    }
+}
+
+impl std::ops::Deref for Hit<'_> {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        match self {
+            Hit::Lent(r) => r,
+            Hit::Held(r) => r,
         }
     }
 }
@@ -233,29 +274,12 @@ impl Reader<'_> {
         Ok(match field {
             "id" => Column::Id,
             "display_name" => Column::DisplayName,
-            _ => Column::Field(self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?),
+            _ => Column::of(self.model, self.model.field(field).ok_or_else(|| invalid_field(self.model, field))?),
         })
     }
 
     /// One field of a record as Odoo shows it, its definition at hand.
-    fn field_value<'r>(&self, rec: &'r Record, f: &crate::model::fields::FieldDef) -> Cow<'r, Value> {
-        // A connector's next fire, once the engine keeps it in the store's schedule
-        // table (apart from the record), is read from there.
-        if f.name == "next_run_at"
-            && self.model.name == model::connector::MODEL
-            && let Some(at) = self.store.schedule_get(rec.id)
-        {
-            return Cow::Owned(Value::String(format_datetime(at)));
-        }
-        // A connector's last run is its newest top-level run (one index seek): runs are
-        // made without rewriting the connector record.
-        if f.name == "last_run_id" && self.model.name == model::connector::MODEL {
-            let last = last_run(self.store, rec.id).or_else(|| rec.int("last_run_id").map(|id| id as u64));
-            return Cow::Owned(match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
-                Some(run) => Value::Array(vec![Value::from(run.id), display_name(&model::run::RUN, &run)]),
-                None => Value::Bool(false),
-            });
-        }
+    fn field_value<'r>(&self, rec: &'r Record, f: &'static crate::model::fields::FieldDef) -> Cow<'r, Value> {
         let v = rec.odoo_value_ref(f);
         if let (FieldType::Many2one(target), Some(id)) = (f.ftype, v.as_u64()) {
             let name = model_def(target)
@@ -271,7 +295,7 @@ impl Reader<'_> {
     /// dict), looked up once for the whole answer.
     pub fn columns(&self, fields: Option<&[&str]>) -> Result<Vec<Column>, OdooError> {
         let Some(fields) = fields else {
-            let mut all: Vec<Column> = self.model.fields.iter().map(Column::Field).collect();
+            let mut all: Vec<Column> = self.model.fields.iter().map(|f| Column::of(self.model, f)).collect();
             all.push(Column::DisplayName);
             return Ok(all);
         };
@@ -291,6 +315,21 @@ impl Reader<'_> {
             Column::Id => Cow::Owned(Value::from(rec.id)),
             Column::DisplayName => Cow::Owned(display_name(self.model, rec)),
             Column::Field(f) => self.field_value(rec, f),
+            // A connector's next fire, once the engine keeps it in the store's schedule
+            // table (apart from the record), is read from there.
+            Column::NextRun(f) => match self.store.schedule_get(rec.id) {
+                Some(at) => Cow::Owned(Value::String(format_datetime(at))),
+                None => self.field_value(rec, f),
+            },
+            // A connector's last run is its newest top-level run (one index seek): runs are
+            // made without rewriting the connector record.
+            Column::LastRun => {
+                let last = last_run(self.store, rec.id).or_else(|| rec.int("last_run_id").map(|id| id as u64));
+                Cow::Owned(match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
+                    Some(run) => Value::Array(vec![Value::from(run.id), display_name(&model::run::RUN, &run)]),
+                    None => Value::Bool(false),
+                })
+            }
         }
     }
 
@@ -351,10 +390,11 @@ impl Reader<'_> {
         let (domain, keys) = self.query(domain, order)?;
         let by_id = keys.len() == 1 && keys[0].field == "id";
         let want = limit.map(|l| l.saturating_add(offset));
-        let mut hits: Vec<Arc<Record>> = Vec::with_capacity(want.map_or(64, |w| w.saturating_mul(2).clamp(64, 1024)));
+        let rows = self.store.rows(self.model.name);
+        let mut hits: Vec<Hit<'_>> = Vec::with_capacity(want.map_or(64, |w| w.saturating_mul(2).clamp(64, 1024)));
         if by_id {
             // Matches arrive in id order: stop as soon as the page is full.
-            self.matching(&domain, keys[0].descending, |rec| {
+            self.matching(rows.as_deref(), &domain, keys[0].descending, |rec| {
                 hits.push(rec);
                 if want.is_some_and(|w| hits.len() >= w) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             })?;
@@ -362,7 +402,7 @@ impl Reader<'_> {
             // With a limit only the best `offset + limit` are kept (memory follows the
             // page, not the matches): sorted and cut each time twice as many are held.
             let columns = keys.iter().map(|k| self.column(&k.field)).collect::<Result<Vec<_>, _>>()?;
-            let best = |hits: &mut Vec<Arc<Record>>, keep: usize| {
+            let best = |hits: &mut Vec<Hit<'_>>, keep: usize| {
                 // Each record's sort values, looked up once and lent by the record.
                 let n = columns.len();
                 let mut values: Vec<Cow<'_, Value>> = Vec::with_capacity(hits.len() * n);
@@ -380,10 +420,10 @@ impl Reader<'_> {
                 });
                 order.truncate(keep);
                 drop(values);
-                let mut taken: Vec<Option<Arc<Record>>> = hits.drain(..).map(Some).collect();
+                let mut taken: Vec<Option<Hit<'_>>> = hits.drain(..).map(Some).collect();
                 hits.extend(order.into_iter().filter_map(|i| taken[i].take()));
             };
-            self.matching(&domain, false, |rec| {
+            self.matching(rows.as_deref(), &domain, false, |rec| {
                 hits.push(rec);
                 if let Some(w) = want
                     && hits.len() >= w.saturating_mul(2).max(64)
@@ -394,14 +434,14 @@ impl Reader<'_> {
             })?;
             best(&mut hits, usize::MAX);
         }
-        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).collect())
+        Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).map(Hit::into_arc).collect())
     }
 
     /// How many records match `domain` (streamed: nothing is kept).
     pub fn count(&self, domain: Option<&Value>) -> Result<usize, OdooError> {
         let (domain, _) = self.query(domain, None)?;
         let mut n = 0;
-        self.matching(&domain, false, |_| {
+        self.matching(self.store.rows(self.model.name).as_deref(), &domain, false, |_| {
             n += 1;
             ControlFlow::Continue(())
         })?;
@@ -411,12 +451,14 @@ impl Reader<'_> {
     /// Calls `f` with every record matching `domain`, in id order (newest first when
     /// `desc`). On-disk models are read through the best index for the domain's
     /// top-level equalities (e.g. `connector_id = X`), else streamed from the table; a
-    /// record is held only while `f` looks at it.
-    fn matching(
+    /// record is held only while `f` looks at it. An in-memory model's records are
+    /// lent by `rows`, its snapshot ([`Store::rows`]).
+    fn matching<'s>(
         &self,
+        rows: Option<&'s crate::store::Rows>,
         domain: &Domain,
         desc: bool,
-        mut f: impl FnMut(Arc<Record>) -> ControlFlow<()>,
+        mut f: impl FnMut(Hit<'s>) -> ControlFlow<()>,
     ) -> Result<(), OdooError> {
         let model = self.model.name;
         // Each record looked at and the domain's evaluation are charged to one budget for
@@ -429,8 +471,19 @@ impl Reader<'_> {
             Some(_) if inline => Err(OdooError::Offload),
             Some(e) => Err(OdooError::Value(format!("Invalid domain: {e}"))),
         };
-        let mut test = |rec: Arc<Record>| {
-            let get = |field: &str| self.path_values(&rec, field);
+        // The domain's plain fields, looked up once for the whole search (each term then
+        // finds its column by the very string it holds).
+        let plain: Vec<(&str, Column)> = domain
+            .fields()
+            .into_iter()
+            .filter(|f| !f.contains('.'))
+            .filter_map(|f| Some((f, self.column(f).ok()?)))
+            .collect();
+        let mut test = |rec: Hit<'s>| {
+            let get = |field: &str| match plain.iter().find(|(p, _)| std::ptr::eq(*p, field)) {
+                Some((_, c)) => FieldValues::One(self.column_value(&rec, *c)),
+                None => self.path_values(&rec, field),
+            };
             match budget.charge(1).and_then(|()| domain.matches_within(&get, &mut budget)) {
                 Ok(true) => f(rec),
                 Ok(false) => ControlFlow::Continue(()),
@@ -441,8 +494,14 @@ impl Reader<'_> {
             }
         };
         let store_err = |e: crate::store::StoreError| OdooError::from(e);
+        if let Some(rows) = rows {
+            let mut all: Box<dyn Iterator<Item = &Arc<Record>>> =
+                if desc { Box::new(rows.values().rev()) } else { Box::new(rows.values()) };
+            let _ = all.try_for_each(|r| test(Hit::Lent(r)));
+            return check();
+        }
         let Some((index, prefixes)) = self.index_for(domain).filter(|_| self.store.on_disk(model)) else {
-            let scanned = self.store.scan(model, desc, test).map_err(store_err);
+            let scanned = self.store.scan(model, desc, |r| test(Hit::Held(r))).map_err(store_err);
             return scanned.and_then(|()| check());
         };
         // One id-ordered stream per prefix (`connector_id in [..]` has several), merged.
@@ -475,7 +534,7 @@ impl Reader<'_> {
             }
             last = Some(id);
             if let Some(rec) = self.store.try_get(model, id).map_err(store_err)?
-                && test(rec).is_break()
+                && test(Hit::Held(rec)).is_break()
             {
                 return check();
             }

@@ -98,7 +98,7 @@ pub fn apply_defaults(model: &ModelDef, rec: &mut Record) {
         if let Some(v) = f.default.value()
             && !rec.values.contains_key(f.name)
         {
-            rec.values.insert(f.name.to_string(), v);
+            rec.values.insert(fields::Key::new(f.name), v);
         }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
-use crate::model::fields::Record;
+use crate::model::fields::{Key, Record};
 use crate::model::{format_datetime, parse_datetime};
 use crate::secret::Secret;
 
@@ -24,16 +24,17 @@ const RECORD_VERSION: u8 = 2;
 #[derive(Debug, Default, Clone)]
 pub struct Dict {
     codes: HashMap<String, u32>,
-    names: Vec<String>,
+    /// Each code's name, as the key every record decoded with it shares.
+    names: Vec<Option<Key>>,
 }
 
 impl Dict {
     pub fn insert(&mut self, code: u32, name: &str) {
         let i = code as usize;
         if self.names.len() <= i {
-            self.names.resize(i + 1, String::new());
+            self.names.resize(i + 1, None);
         }
-        self.names[i] = name.to_string();
+        self.names[i] = (!name.is_empty()).then(|| Key::new(name));
         self.codes.insert(name.to_string(), code);
     }
 
@@ -48,8 +49,8 @@ impl Dict {
         code
     }
 
-    fn name(&self, code: u32) -> Option<&str> {
-        self.names.get(code as usize).map(String::as_str).filter(|n| !n.is_empty())
+    fn name(&self, code: u32) -> Option<&Key> {
+        self.names.get(code as usize).and_then(Option::as_ref)
     }
 }
 
@@ -238,7 +239,7 @@ pub fn decode(id: u64, b: &[u8], dict: &Dict) -> Result<Record, String> {
     let n = r.varint()?;
     for _ in 0..n {
         let code = r.varint()? as u32;
-        let name = dict.name(code).ok_or_else(|| format!("unknown field code {code}"))?.to_string();
+        let name = dict.name(code).ok_or_else(|| format!("unknown field code {code}"))?.clone();
         let v = r.value(0)?;
         rec.values.insert(name, v);
     }

@@ -131,20 +131,28 @@ struct Table {
     records: String,
     /// `i/<model>/<index>`, in the order of `schema.indexes`.
     indexes: Vec<String>,
-    /// In-memory models: every record.
-    rows: Option<RwLock<BTreeMap<u64, Arc<Record>>>>,
+    /// In-memory models: every record, as one shared snapshot that a write copies only
+    /// while a reader still holds it ([`Store::rows`]).
+    rows: Option<RwLock<Arc<Rows>>>,
     cache: Mutex<GenCache>,
     /// Bumped by every change of the table (see [`Store::generation`]).
     generation: AtomicU64,
-    /// [`Store::newest_id`]'s answers for the generation they were read at.
-    newest: RwLock<Newest>,
+    /// Unique in the process: what a thread's remembered [`Store::newest_id`] answers
+    /// name this table by.
+    uid: u64,
 }
 
-/// Remembered newest ids (by index name and key prefix) of one table generation.
+/// The next [`Table::uid`].
+static TABLE_UIDS: AtomicU64 = AtomicU64::new(1);
+
+/// Newest ids by table, index and key prefix, each with the generation it was read at.
+type Remembered = FxHashMap<Vec<u8>, (u64, Option<u64>)>;
+
+/// The records of an in-memory model by id.
+pub type Rows = BTreeMap<u64, Arc<Record>>;
+
 /// The tables by model name.
 type Tables = FxHashMap<&'static str, Table>;
-
-type Newest = (u64, FxHashMap<Vec<u8>, Option<u64>>);
 
 impl Table {
     fn new(schema: ModelSchema, record_cache: usize) -> Table {
@@ -152,10 +160,10 @@ impl Table {
         Table {
             records: format!("r/{model}"),
             indexes: schema.indexes.iter().map(|i| format!("i/{model}/{}", i.name)).collect(),
-            rows: (!schema.on_disk).then(|| RwLock::new(BTreeMap::new())),
+            rows: (!schema.on_disk).then(|| RwLock::new(Arc::new(BTreeMap::new()))),
             cache: Mutex::new(GenCache::new(if schema.on_disk { record_cache } else { 0 })),
             generation: AtomicU64::new(0),
-            newest: RwLock::new((0, FxHashMap::default())),
+            uid: TABLE_UIDS.fetch_add(1, Ordering::Relaxed),
             schema,
         }
     }
@@ -651,6 +659,14 @@ impl Store {
         }
     }
 
+    /// Every record of an in-memory model (`None` for the others) at one moment, lent
+    /// by one shared snapshot: reading it moves no record's reference count, so readers
+    /// on other threads do not take each other's cache lines.
+    pub fn rows(&self, model: &str) -> Option<Arc<Rows>> {
+        let rows = self.inner.tables.get(model)?.rows.as_ref()?;
+        Some(rows.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     pub fn try_get(&self, model: &str, id: u64) -> Result<Option<Arc<Record>>, StoreError> {
         let inner = &self.inner;
         let Some(table) = inner.tables.get(model) else { return Ok(None) };
@@ -700,11 +716,11 @@ impl Store {
         let inner = &self.inner;
         let table = inner.table(model)?;
         if let Some(rows) = &table.rows {
-            let all: Vec<Arc<Record>> = rows.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-            let iter: Box<dyn Iterator<Item = Arc<Record>>> =
-                if desc { Box::new(all.into_iter().rev()) } else { Box::new(all.into_iter()) };
+            let all = rows.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let iter: Box<dyn Iterator<Item = &Arc<Record>>> =
+                if desc { Box::new(all.values().rev()) } else { Box::new(all.values()) };
             for r in iter {
-                if f(r).is_break() {
+                if f(r.clone()).is_break() {
                     break;
                 }
             }
@@ -812,35 +828,43 @@ impl Store {
     /// remembered until the table changes: the control plane asks it for every connector
     /// it shows (its last run), far more often than runs are written.
     pub fn newest_id(&self, model: &str, index: &str, prefix: &[&Value]) -> Result<Option<u64>, StoreError> {
-        /// Answers remembered at most (a table of this many connectors is read fresh).
-        const MAX_REMEMBERED: usize = 16_384;
+        /// Answers a thread remembers at most (then it forgets them all).
+        const MAX_REMEMBERED: usize = 4096;
         let table = self.inner.table(model)?;
         thread_local! {
-            /// The memo's key, built here for each look-up rather than allocated.
-            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            /// This thread's answers, by table, index and key prefix, each with the table
+            /// generation it was read at; and the key, built here rather than allocated.
+            /// Per thread, so that no look-up writes memory another thread reads.
+            static MEMO: std::cell::RefCell<(Vec<u8>, Remembered)> =
+                std::cell::RefCell::new((Vec::new(), FxHashMap::default()));
         }
         // Read before the index: a write in between bumps it, and the answer is dropped.
         let generation = table.generation.load(Ordering::SeqCst);
-        let remembered = KEY.with_borrow_mut(|key| {
+        let remembered = MEMO.with_borrow_mut(|(key, memo)| {
             key.clear();
+            key.extend_from_slice(&table.uid.to_le_bytes());
             key.extend_from_slice(index.as_bytes());
             key.push(0);
             for v in prefix {
                 codec::key_part(key, Some(v));
             }
-            let memo = table.newest.read().unwrap_or_else(|p| p.into_inner());
-            if memo.0 == generation { memo.1.get(key.as_slice()).copied() } else { None }
-        });
-        if let Some(hit) = remembered {
-            return Ok(hit);
-        }
-        let found = self.index_ids(model, index, prefix, true)?.next().transpose()?;
-        let mut memo = table.newest.write().unwrap_or_else(|p| p.into_inner());
-        if table.generation.load(Ordering::SeqCst) == generation {
-            if memo.0 != generation || memo.1.len() >= MAX_REMEMBERED {
-                *memo = (generation, FxHashMap::default());
+            match memo.get(key.as_slice()) {
+                Some((at, id)) if *at == generation => Ok(*id),
+                _ => Err(key.clone()),
             }
-            memo.1.insert(KEY.with_borrow(Vec::clone), found);
+        });
+        let key = match remembered {
+            Ok(hit) => return Ok(hit),
+            Err(key) => key,
+        };
+        let found = self.index_ids(model, index, prefix, true)?.next().transpose()?;
+        if table.generation.load(Ordering::SeqCst) == generation {
+            MEMO.with_borrow_mut(|(_, memo)| {
+                if memo.len() >= MAX_REMEMBERED {
+                    memo.clear();
+                }
+                memo.insert(key, (generation, found));
+            });
         }
         Ok(found)
     }
@@ -977,6 +1001,7 @@ impl Store {
         }
         if let Some(rows) = &table.rows {
             let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
+            let rows = Arc::make_mut(&mut rows);
             for r in records {
                 rows.insert(r.id, r);
             }
@@ -1005,6 +1030,7 @@ impl Store {
         }
         if let Some(rows) = &table.rows {
             let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
+            let rows = Arc::make_mut(&mut rows);
             for id in ids {
                 rows.remove(id);
             }
@@ -1128,6 +1154,7 @@ impl Inner {
             }
             if let Some(rows) = &table.rows {
                 let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
+                let rows = Arc::make_mut(&mut rows);
                 for item in t.iter()? {
                     let (k, v) = item?;
                     let id = k.value();
@@ -1265,6 +1292,42 @@ mod tests {
         assert_eq!((newest(&one), newest(&two)), (None, Some(2)));
         // A different index with the same key prefix is answered on its own.
         assert_eq!(s.newest_id(RUN, "connector_top", &[&two]).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn two_stores_on_one_thread_do_not_share_remembered_answers() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (Store::open(d1.path(), &[RUN]).unwrap(), Store::open(d2.path(), &[RUN]).unwrap());
+        let one = json!(1);
+        a.put(RUN, run(7, 1, "done")).unwrap();
+        // Both tables are at the same generation: only the table tells them apart.
+        b.put(RUN, run(9, 1, "done")).unwrap();
+        assert_eq!(a.newest_id(RUN, "connector", &[&one]).unwrap(), Some(7));
+        assert_eq!(b.newest_id(RUN, "connector", &[&one]).unwrap(), Some(9));
+        assert_eq!(a.newest_id(RUN, "connector", &[&one]).unwrap(), Some(7));
+    }
+
+    #[test]
+    fn an_in_memory_snapshot_keeps_what_it_lent_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        const C: &str = crate::model::connector::MODEL;
+        let s = Store::open(dir.path(), &[C]).unwrap();
+        let rec = |id: u64, name: &str| {
+            let mut r = Record { id, ..Default::default() };
+            r.set("name", name);
+            r
+        };
+        s.put_all(C, vec![rec(1, "a"), rec(2, "b")]).unwrap();
+        let before = s.rows(C).expect("connectors are held in memory");
+        s.put(C, rec(2, "b2")).unwrap();
+        s.remove_all(C, &[1]).unwrap();
+        s.put(C, rec(3, "c")).unwrap();
+        // The snapshot is the table as it was; the table itself moved on.
+        let names = |rows: &Rows| rows.values().map(|r| (r.id, r.str("name").unwrap().to_string())).collect::<Vec<_>>();
+        assert_eq!(names(&before), vec![(1, "a".into()), (2, "b".into())]);
+        assert_eq!(names(&s.rows(C).unwrap()), vec![(2, "b2".into()), (3, "c".into())]);
+        assert_eq!(s.get(C, 2).unwrap().str("name"), Some("b2"));
+        assert!(s.rows(RUN).is_none(), "runs live on disk");
     }
 
     #[test]
