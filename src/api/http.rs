@@ -66,16 +66,16 @@ pub fn rpc_module(app: Arc<App>) -> RpcModule<App> {
     // Registering a fixed, unique name on a fresh module cannot fail.
     let _ = module.register_async_method("call", |params: Params<'static>, app, mut ext| async move {
         let ctx = ext.remove::<RequestCtx>();
-        answer(&app, ctx.as_ref(), params.as_str()).await.map_err(ErrorObjectOwned::from)
+        let params = params.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+        answer(&app, ctx.as_ref(), params).await.map_err(ErrorObjectOwned::from)
     });
     module
 }
 
-/// The answer to one `call` with `params` (raw JSON), counted and logged: what the
-/// jsonrpsee module and the single-call path below both answer.
-async fn answer(app: &App, ctx: Option<&RequestCtx>, params: Option<&str>) -> Result<Answer, OdooError> {
+/// The answer to one `call` with `params` (`null` when absent or not JSON), counted and
+/// logged: what the jsonrpsee module and the single-call path below both answer.
+async fn answer(app: &App, ctx: Option<&RequestCtx>, params: Value) -> Result<Answer, OdooError> {
     let started = Instant::now();
-    let params: Value = params.and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
     let result = match ctx {
         Some(ctx) => rpc(app, ctx, &params).await,
         None => Err(OdooError::NotFound("no route".into())),
@@ -86,7 +86,7 @@ async fn answer(app: &App, ctx: Option<&RequestCtx>, params: Option<&str>) -> Re
         Err(e) => e.exception_name().rsplit('.').next().unwrap_or("error"),
     };
     let path = ctx.map_or("", |c| c.path.as_str());
-    METRICS.rpc_call(&crate::metrics::rpc_method_label(path, &params), outcome, started.elapsed());
+    METRICS.rpc_call(crate::metrics::rpc_method_label(path, &params), outcome, started.elapsed());
     if let Err(e) = &result {
         tracing::debug!(error = %e, "call refused");
     }
@@ -104,8 +104,9 @@ struct Single<'a> {
     id: SingleId<'a>,
     #[serde(borrow)]
     method: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    params: Option<&'a serde_json::value::RawValue>,
+    /// Read in the same pass as the envelope (jsonrpsee keeps it raw, then parses it).
+    #[serde(default)]
+    params: Value,
 }
 
 /// The ids jsonrpsee's `Id` takes: null, a non-negative integer, a string.
@@ -146,7 +147,7 @@ async fn single_call(app: &App, ctx: &RequestCtx, body: &[u8]) -> Option<Respons
     if call.method != "call" {
         return None;
     }
-    let (id, params) = (call.id.0, call.params.map(serde_json::value::RawValue::get));
+    let (id, params) = (call.id.0, call.params);
     let rp = match answer(app, Some(ctx), params).await {
         // Rows already written as JSON go into the envelope as they are (jsonrpsee's
         // `{"jsonrpc":"2.0","id":..,"result":..}`); the budget kept them under the limit.
