@@ -76,38 +76,51 @@ const WEB_PATHS: &[&str] = &[
     "/web/session/destroy",
 ];
 
-fn known<'a>(list: &[&'a str], value: &str) -> Option<&'a str> {
-    list.iter().find(|m| **m == value).copied()
-}
+/// Every label of a model method, built once: `MODEL_LABELS[model][method]`, each
+/// model's `other` last.
+static MODEL_LABELS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
+    RPC_MODELS
+        .iter()
+        .map(|model| RPC_METHODS.iter().chain(&["other"]).map(|m| format!("{model}.{m}")).collect())
+        .collect()
+});
+/// `common.<method>` for the `common` methods, and `common.other` last.
+static COMMON_LABELS: LazyLock<Vec<String>> =
+    LazyLock::new(|| RPC_METHODS[..4].iter().chain(&["other"]).map(|m| format!("common.{m}")).collect());
+/// The web-session paths' labels (`web.session.authenticate`), in `WEB_PATHS` order.
+static WEB_LABELS: LazyLock<Vec<String>> =
+    LazyLock::new(|| WEB_PATHS.iter().map(|p| p.trim_start_matches('/').replace('/', ".")).collect());
 
 /// The `method` label of a JSON-RPC or XML-RPC call: `common.login`, `mts.connector.search_read`,
 /// `web.session.authenticate`, ... Unknown services, models and methods become `other`.
-pub fn rpc_method_label(path: &str, params: &serde_json::Value) -> String {
-    let s = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-    let model_method = |model: String, method: String| match (known(RPC_MODELS, &model), known(RPC_METHODS, &method)) {
-        (Some(model), Some(method)) => format!("{model}.{method}"),
-        (Some(model), None) => format!("{model}.other"),
-        _ => "other".to_string(),
+/// Labels are the fixed ones, built once (a call allocates none).
+pub fn rpc_method_label(path: &str, params: &serde_json::Value) -> &'static str {
+    fn s(v: Option<&serde_json::Value>) -> &str {
+        v.and_then(serde_json::Value::as_str).unwrap_or_default()
+    }
+    let position = |list: &[&str], value: &str| list.iter().position(|m| *m == value);
+    let model_method = |model: &str, method: &str| match position(RPC_MODELS, model) {
+        Some(i) => MODEL_LABELS[i][position(RPC_METHODS, method).unwrap_or(RPC_METHODS.len())].as_str(),
+        None => "other",
     };
     // XML-RPC calls are mapped to the same {service, method, args} as /jsonrpc.
     if path == "/jsonrpc" || path.starts_with("/xmlrpc/") {
-        let (service, method) = (s(params.get("service")), s(params.get("method")));
-        return match (service.as_str(), method.as_str()) {
-            ("common", m) => known(&RPC_METHODS[..4], m).map_or("common.other".into(), |m| format!("common.{m}")),
+        return match (s(params.get("service")), s(params.get("method"))) {
+            ("common", m) => COMMON_LABELS[position(&RPC_METHODS[..4], m).unwrap_or(4)].as_str(),
             ("object", "execute" | "execute_kw") => {
                 let args = params.get("args");
                 model_method(s(args.and_then(|a| a.get(3))), s(args.and_then(|a| a.get(4))))
             }
-            _ => "other".into(),
+            _ => "other",
         };
     }
-    if let Some(p) = known(WEB_PATHS, path) {
-        return p.trim_start_matches('/').replace('/', ".");
+    if let Some(i) = position(WEB_PATHS, path) {
+        return WEB_LABELS[i].as_str();
     }
     if path.starts_with("/web/dataset/call_kw") {
         return model_method(s(params.get("model")), s(params.get("method")));
     }
-    "other".into()
+    "other"
 }
 
 /// The route label of an HTTP request (never the raw path).

@@ -798,7 +798,7 @@ pub async fn answer(app: &App, endpoint: &Endpoint, body: &[u8]) -> Response<Htt
         Dialect::V2 => "/xmlrpc/2/",
         Dialect::Legacy => "/xmlrpc/",
     };
-    METRICS.rpc_call(&crate::metrics::rpc_method_label(label_path, &params), outcome, started.elapsed());
+    METRICS.rpc_call(crate::metrics::rpc_method_label(label_path, &params), outcome, started.elapsed());
     let xml = match result {
         Ok(value) => response_xml(&value),
         Err(e) => {
