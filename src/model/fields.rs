@@ -333,6 +333,16 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
+/// Position hints per thread ([`Record::field`]).
+const HINTS: usize = 1024;
+
+/// A field's hint slot: its place in memory counted in definitions, so the fields of one
+/// model (one static array) never share a slot. Two that did would only cost hash
+/// look-ups.
+fn hint_slot(field: &'static FieldDef) -> usize {
+    (field as *const FieldDef as usize / std::mem::size_of::<FieldDef>()) % HINTS
+}
+
 /// One stored record. Plain values live in `values` (absent key = unset, `false` to
 /// clients); secrets live apart, in the redacted type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -370,13 +380,10 @@ impl Record {
     /// other position is found by hash, and remembered for the next record.
     pub fn field(&self, field: &'static FieldDef) -> Option<&Value> {
         thread_local! {
-            static AT: [std::cell::Cell<u16>; 256] = const { [const { std::cell::Cell::new(0) }; 256] };
+            static AT: [std::cell::Cell<u16>; HINTS] = const { [const { std::cell::Cell::new(0) }; HINTS] };
         }
-        // FieldDefs are static and far more than 16 bytes apart: few share a slot, and
-        // one that does only costs the hash look-up.
-        let slot = (field as *const FieldDef as usize >> 4) & 255;
         AT.with(|at| {
-            let at = &at[slot];
+            let at = &at[hint_slot(field)];
             if let Some((k, v)) = self.values.get_index(usize::from(at.get()))
                 && k.is(field.name)
             {
@@ -428,6 +435,14 @@ mod tests {
         assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"name":"a"}"#);
         let back: Values = serde_json::from_str(r#"{"name":"a","job_status":"x"}"#).unwrap();
         assert!(back.get_index(1).unwrap().0.is(f.name));
+    }
+
+    #[test]
+    fn no_two_fields_of_a_model_share_a_position_hint() {
+        for model in [&CONNECTOR, &crate::model::run::RUN, &crate::model::delivery::DELIVERY] {
+            let slots: std::collections::HashSet<usize> = model.fields.iter().map(hint_slot).collect();
+            assert_eq!(slots.len(), model.fields.len(), "{}", model.name);
+        }
     }
 
     #[test]
