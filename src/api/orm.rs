@@ -197,6 +197,15 @@ pub fn display_name(model: &ModelDef, rec: &Record) -> Value {
     }
 }
 
+/// What a snapshot remembers a search by: its domain as the client wrote it, then
+/// its order (a count looks for any order of the domain, the key without the order).
+fn search_key(domain: Option<&Value>, order: Option<&str>) -> String {
+    let mut key = domain.map_or_else(|| "[]".to_string(), Value::to_string);
+    key.push('\0');
+    key.push_str(order.unwrap_or_default());
+    key
+}
+
 /// One column of an answer: what a field name was looked up to.
 #[derive(Debug, Clone, Copy)]
 pub enum Column {
@@ -299,10 +308,11 @@ impl Reader<'_> {
             all.push(Column::DisplayName);
             return Ok(all);
         };
-        let mut seen = std::collections::HashSet::with_capacity(fields.len());
-        let mut out = Vec::with_capacity(fields.len());
+        // Each name is a field of the model (or refused), so `out` stays short and a
+        // repeated name is found in it without hashing.
+        let mut out: Vec<Column> = Vec::with_capacity(fields.len().min(self.model.fields.len() + 1));
         for f in fields {
-            if *f != "id" && seen.insert(*f) {
+            if *f != "id" && !out.iter().any(|c| c.name() == *f) {
                 out.push(self.column(f)?);
             }
         }
@@ -387,10 +397,21 @@ impl Reader<'_> {
         limit: Option<usize>,
         order: Option<&str>,
     ) -> Result<Vec<Arc<Record>>, OdooError> {
+        let rows = self.store.rows(self.model.name);
+        // An in-memory model's snapshot may remember this very search.
+        let key = rows.as_ref().map(|_| search_key(domain, order));
+        if let (Some(rows), Some(key)) = (&rows, &key)
+            && let Some(ids) = rows.remembered(key)
+        {
+            let page = ids.iter().skip(offset).take(limit.unwrap_or(usize::MAX));
+            return Ok(page.filter_map(|id| rows.get(id).cloned()).collect());
+        }
         let (domain, keys) = self.query(domain, order)?;
         let by_id = keys.len() == 1 && keys[0].field == "id";
-        let want = limit.map(|l| l.saturating_add(offset));
-        let rows = self.store.rows(self.model.name);
+        // A sorted search of the snapshot that reads only the records' own values is
+        // remembered whole (every match, in order); any other keeps only its page.
+        let remember = key.filter(|_| !by_id && self.reads_own_values(&domain, &keys));
+        let want = if remember.is_some() { None } else { limit.map(|l| l.saturating_add(offset)) };
         let mut hits: Vec<Hit<'_>> = Vec::with_capacity(want.map_or(64, |w| w.saturating_mul(2).clamp(64, 1024)));
         if by_id {
             // Matches arrive in id order: stop as soon as the page is full.
@@ -433,19 +454,37 @@ impl Reader<'_> {
                 ControlFlow::Continue(())
             })?;
             best(&mut hits, usize::MAX);
+            if let (Some(rows), Some(key)) = (rows.as_deref(), remember) {
+                rows.remember(&key, hits.iter().map(|h| h.id).collect());
+            }
         }
         Ok(hits.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).map(Hit::into_arc).collect())
     }
 
     /// How many records match `domain` (streamed: nothing is kept).
     pub fn count(&self, domain: Option<&Value>) -> Result<usize, OdooError> {
+        let rows = self.store.rows(self.model.name);
+        if let Some(n) = rows.as_ref().and_then(|r| r.remembered_len(&search_key(domain, None))) {
+            return Ok(n);
+        }
         let (domain, _) = self.query(domain, None)?;
         let mut n = 0;
-        self.matching(self.store.rows(self.model.name).as_deref(), &domain, false, |_| {
+        self.matching(rows.as_deref(), &domain, false, |_| {
             n += 1;
             ControlFlow::Continue(())
         })?;
         Ok(n)
+    }
+
+    /// Whether `domain` and `order` read only each record's own values: not another
+    /// table (a many2one's name, a dotted path, a connector's schedule or last run).
+    fn reads_own_values(&self, domain: &Domain, order: &[OrderKey]) -> bool {
+        let own = |field: &str| match self.column(field) {
+            Ok(Column::Id | Column::DisplayName) => true,
+            Ok(Column::Field(f)) => !matches!(f.ftype, FieldType::Many2one(_)),
+            _ => false,
+        };
+        domain.fields().into_iter().all(own) && order.iter().all(|k| own(&k.field))
     }
 
     /// Calls `f` with every record matching `domain`, in id order (newest first when
@@ -812,6 +851,52 @@ pub fn last_run(store: &Store, connector: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_search_answers_as_a_fresh_one_and_is_forgotten_at_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::server::MODELS).unwrap();
+        const C: &str = model::connector::MODEL;
+        let connector = |id: u64, name: &str, kind: &str| {
+            let mut r = Record { id, ..Default::default() };
+            r.set("name", name);
+            r.set("is_recurring", kind);
+            r.set("cron_id", 7);
+            r
+        };
+        store
+            .put_all(
+                C,
+                vec![connector(1, "b", "recurring"), connector(2, "a", "recurring"), connector(3, "c", "onetime")],
+            )
+            .unwrap();
+        let reader = Reader { store: &store, model: &model::connector::CONNECTOR };
+        let domain = json!([["is_recurring", "=", "recurring"]]);
+        let ids = |offset, limit, order| -> Vec<u64> {
+            reader.search(Some(&domain), offset, limit, Some(order)).unwrap().iter().map(|r| r.id).collect()
+        };
+        let remembered = |order| store.rows(C).unwrap().remembered(&search_key(Some(&domain), Some(order)));
+        assert_eq!(ids(0, Some(1), "name"), vec![2]);
+        // Remembered whole: every match in order, whatever the page asked.
+        assert_eq!(remembered("name").as_deref(), Some([2u64, 1].as_slice()));
+        assert_eq!(ids(1, None, "name"), vec![1], "the next page, from what is remembered");
+        assert_eq!(reader.count(Some(&domain)).unwrap(), 2);
+        // A write: the next search and count see it.
+        store.put(C, connector(3, "0", "recurring")).unwrap();
+        assert!(remembered("name").is_none());
+        assert_eq!(reader.count(Some(&domain)).unwrap(), 3, "counted afresh");
+        assert_eq!(ids(0, None, "name"), vec![3, 2, 1]);
+        assert_eq!(ids(0, None, "name desc"), vec![1, 2, 3]);
+        store.remove_all(C, &[2]).unwrap();
+        assert_eq!(ids(0, None, "name"), vec![3, 1]);
+        // A search that reads another table (the schedule, a many2one's name) is not
+        // remembered: that table moves without touching the connectors.
+        assert_eq!(ids(0, None, "next_run_at, id"), vec![1, 3]);
+        assert!(remembered("next_run_at, id").is_none());
+        let by_cron = json!([["cron_id", "=", 7]]);
+        assert_eq!(reader.search(Some(&by_cron), 0, None, Some("name")).unwrap().len(), 2);
+        assert!(store.rows(C).unwrap().remembered(&search_key(Some(&by_cron), Some("name"))).is_none());
+    }
 
     #[test]
     fn a_sorted_page_is_the_same_whether_the_kept_records_are_cut_or_not() {

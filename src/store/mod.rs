@@ -21,6 +21,7 @@ mod cache;
 pub mod codec;
 mod layout;
 pub mod retention;
+mod rows;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -148,8 +149,7 @@ static TABLE_UIDS: AtomicU64 = AtomicU64::new(1);
 /// Newest ids by table, index and key prefix, each with the generation it was read at.
 type Remembered = FxHashMap<Vec<u8>, (u64, Option<u64>)>;
 
-/// The records of an in-memory model by id.
-pub type Rows = BTreeMap<u64, Arc<Record>>;
+pub use rows::Rows;
 
 /// The tables by model name.
 type Tables = FxHashMap<&'static str, Table>;
@@ -160,7 +160,7 @@ impl Table {
         Table {
             records: format!("r/{model}"),
             indexes: schema.indexes.iter().map(|i| format!("i/{model}/{}", i.name)).collect(),
-            rows: (!schema.on_disk).then(|| RwLock::new(Arc::new(BTreeMap::new()))),
+            rows: (!schema.on_disk).then(|| RwLock::new(Arc::new(Rows::default()))),
             cache: Mutex::new(GenCache::new(if schema.on_disk { record_cache } else { 0 })),
             generation: AtomicU64::new(0),
             uid: TABLE_UIDS.fetch_add(1, Ordering::Relaxed),
@@ -1001,7 +1001,7 @@ impl Store {
         }
         if let Some(rows) = &table.rows {
             let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
-            let rows = Arc::make_mut(&mut rows);
+            let rows = Arc::make_mut(&mut rows).change();
             for r in records {
                 rows.insert(r.id, r);
             }
@@ -1030,7 +1030,7 @@ impl Store {
         }
         if let Some(rows) = &table.rows {
             let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
-            let rows = Arc::make_mut(&mut rows);
+            let rows = Arc::make_mut(&mut rows).change();
             for id in ids {
                 rows.remove(id);
             }
@@ -1154,7 +1154,7 @@ impl Inner {
             }
             if let Some(rows) = &table.rows {
                 let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
-                let rows = Arc::make_mut(&mut rows);
+                let rows = Arc::make_mut(&mut rows).change();
                 for item in t.iter()? {
                     let (k, v) = item?;
                     let id = k.value();
