@@ -153,7 +153,13 @@ async fn single_call(app: &App, ctx: &RequestCtx, body: &[u8]) -> Option<Respons
         // `{"jsonrpc":"2.0","id":..,"result":..}`); the budget kept them under the limit.
         Ok(Answer::Json(rows)) => match serde_json::to_string(&id) {
             Ok(id) => {
-                let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{rows}}}");
+                const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
+                let mut body = String::with_capacity(HEAD.len() + id.len() + 11 + rows.len());
+                body.push_str(HEAD);
+                body.push_str(&id);
+                body.push_str(",\"result\":");
+                body.push_str(&rows);
+                body.push('}');
                 return Some(jsonrpsee::server::http::response::ok_response(body));
             }
             Err(e) => MethodResponse::error(id, ErrorObjectOwned::from(OdooError::Internal(e.to_string()))),

@@ -200,7 +200,7 @@ pub fn display_name(model: &ModelDef, rec: &Record) -> Value {
 /// What a snapshot remembers a search by: its domain as the client wrote it, then
 /// its order (a count looks for any order of the domain, the key without the order).
 fn search_key(domain: Option<&Value>, order: Option<&str>) -> String {
-    let mut key = domain.map_or_else(|| "[]".to_string(), Value::to_string);
+    let mut key = domain.and_then(|d| serde_json::to_string(d).ok()).unwrap_or_else(|| "[]".into());
     key.push('\0');
     key.push_str(order.unwrap_or_default());
     key
@@ -214,8 +214,8 @@ pub enum Column {
     Field(&'static crate::model::fields::FieldDef),
     /// A connector's `next_run_at`: the store's schedule first, then the record.
     NextRun(&'static crate::model::fields::FieldDef),
-    /// A connector's `last_run_id`: its newest top-level run.
-    LastRun,
+    /// A connector's `last_run_id`: its newest top-level run (else the record's own).
+    LastRun(&'static crate::model::fields::FieldDef),
 }
 
 impl Column {
@@ -223,8 +223,7 @@ impl Column {
         match self {
             Column::Id => "id",
             Column::DisplayName => "display_name",
-            Column::Field(f) | Column::NextRun(f) => f.name,
-            Column::LastRun => "last_run_id",
+            Column::Field(f) | Column::NextRun(f) | Column::LastRun(f) => f.name,
         }
     }
 
@@ -233,7 +232,7 @@ impl Column {
     fn of(model: &ModelDef, f: &'static crate::model::fields::FieldDef) -> Column {
         match (model.name == model::connector::MODEL, f.name) {
             (true, "next_run_at") => Column::NextRun(f),
-            (true, "last_run_id") => Column::LastRun,
+            (true, "last_run_id") => Column::LastRun(f),
             _ => Column::Field(f),
         }
     }
@@ -333,8 +332,8 @@ impl Reader<'_> {
             },
             // A connector's last run is its newest top-level run (one index seek): runs are
             // made without rewriting the connector record.
-            Column::LastRun => {
-                let last = last_run(self.store, rec.id).or_else(|| rec.int("last_run_id").map(|id| id as u64));
+            Column::LastRun(f) => {
+                let last = last_run(self.store, rec.id).or_else(|| rec.field(f).and_then(Value::as_u64));
                 Cow::Owned(match last.and_then(|id| self.store.get(model::run::MODEL, id)) {
                     Some(run) => Value::Array(vec![Value::from(run.id), display_name(&model::run::RUN, &run)]),
                     None => Value::Bool(false),
