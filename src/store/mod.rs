@@ -147,7 +147,42 @@ struct Table {
 static TABLE_UIDS: AtomicU64 = AtomicU64::new(1);
 
 /// Newest ids by table, index and key prefix, each with the generation it was read at.
-type Remembered = FxHashMap<Vec<u8>, (u64, Option<u64>)>;
+type Remembered = FxHashMap<MemoKey, (u64, Option<u64>)>;
+
+/// What a remembered newest id is found by (table, index, key prefix), held inline: a
+/// look-up compares bytes in the map's own entry rather than in a key allocated apart.
+/// Longer keys than this are not remembered (the control plane's are about 32 bytes).
+#[derive(Clone, Copy)]
+struct MemoKey {
+    len: u8,
+    bytes: [u8; 55],
+}
+
+impl MemoKey {
+    fn new(key: &[u8]) -> Option<MemoKey> {
+        let mut bytes = [0; 55];
+        bytes.get_mut(..key.len())?.copy_from_slice(key);
+        Some(MemoKey { len: key.len() as u8, bytes })
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for MemoKey {
+    fn eq(&self, other: &MemoKey) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for MemoKey {}
+
+impl std::hash::Hash for MemoKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key().hash(h)
+    }
+}
 
 pub use rows::Rows;
 
@@ -848,9 +883,10 @@ impl Store {
             for v in prefix {
                 codec::key_part(key, Some(v));
             }
-            match memo.get(key.as_slice()) {
+            let key = MemoKey::new(key);
+            match key.and_then(|k| memo.get(&k)) {
                 Some((at, id)) if *at == generation => Ok(*id),
-                _ => Err(key.clone()),
+                _ => Err(key),
             }
         });
         let key = match remembered {
@@ -858,7 +894,9 @@ impl Store {
             Err(key) => key,
         };
         let found = self.index_ids(model, index, prefix, true)?.next().transpose()?;
-        if table.generation.load(Ordering::SeqCst) == generation {
+        if let Some(key) = key
+            && table.generation.load(Ordering::SeqCst) == generation
+        {
             MEMO.with_borrow_mut(|(_, memo)| {
                 if memo.len() >= MAX_REMEMBERED {
                     memo.clear();
@@ -1292,6 +1330,14 @@ mod tests {
         assert_eq!((newest(&one), newest(&two)), (None, Some(2)));
         // A different index with the same key prefix is answered on its own.
         assert_eq!(s.newest_id(RUN, "connector_top", &[&two]).unwrap(), Some(2));
+        // A key too long to be remembered inline is answered afresh every time.
+        let state = |st: &str| s.newest_id(RUN, "state", &[&json!(st)]).unwrap();
+        let long = "a state name far longer than what the memo holds inline: 55 bytes";
+        assert_eq!((state("done"), state(long)), (Some(2), None));
+        s.put(RUN, run(4, 2, long)).unwrap();
+        assert_eq!((state("done"), state(long)), (Some(2), Some(4)));
+        s.remove_all(RUN, &[4]).unwrap();
+        assert_eq!(state(long), None);
     }
 
     #[test]
