@@ -242,12 +242,6 @@ impl std::borrow::Borrow<str> for Key {
     }
 }
 
-impl AsRef<str> for Key {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // As `str` hashes: `Values` is looked up by `&str`.
